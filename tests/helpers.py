@@ -1,0 +1,31 @@
+"""Raw peers for tests: a websocket-client connection that speaks our protocol by hand."""
+
+from __future__ import annotations
+
+import msgpack
+import websocket
+
+from vuer_sync import codec
+
+
+def raw_client(port, init=True, client="python", **kw):
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=5, **kw)
+    if init:
+        ws.send_binary(codec.encode({"etype": "INIT", "ts": 1.0, "value": {"client": client}}))
+    return ws
+
+
+def recv_msg(ws):
+    op, data = ws.recv_data()
+    return msgpack.unpackb(data, raw=False)
+
+
+def recv_close_code(ws):
+    """Read until the server's close frame; return its code."""
+    while True:
+        try:
+            op, data = ws.recv_data(control_frame=True)
+        except websocket.WebSocketConnectionClosedException:
+            return None
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import threading
+
+import msgpack
+import pytest
+
+from vuer_sync import codec
+from vuer_sync.errors import RPCTimeout, SessionClosed
+from vuer_sync.outbox import Outbox, coalesce_key
+
+
+def box(**kw):
+    return Outbox(encode=codec.encode, decode=lambda b: msgpack.unpackb(b, raw=False), **kw)
+
+
+def upd(key, etype="UPDATE", to=None, **props):
+    data = {"nodes": [{"key": key, **props}]}
+    if etype == "UPSERT":
+        data["to"] = to
+    msg = {"etype": etype, "data": data}
+    return codec.encode(msg), msg
+
+
+def drain(b):
+    out = []
+    while True:
+        batch = b.pop_batch(timeout=0)
+        if not batch:
+            return out
+        b.mark_written(batch)
+        out.extend(msgpack.unpackb(m.payload, raw=False) for m in batch)
+
+
+def test_coalesce_key_rules():
+    assert coalesce_key(upd("a")[1]) == ("UPDATE", ("a",))
+    assert coalesce_key(upd("a", "UPSERT")[1]) == ("UPSERT", ("a",))
+    assert coalesce_key(upd("a", "UPSERT", to="parent")[1]) is None
+    assert coalesce_key({"etype": "SET", "data": {}}) is None
+    assert coalesce_key({"etype": "UPDATE", "data": {"nodes": [{"key": "a", "children": []}]}}) \
+        is None
+    assert coalesce_key({"etype": "UPDATE", "data": {"nodes": [{"key": "a"}, {"key": "a"}]}}) \
+        is None
+
+
+def test_updates_merge_per_property_latest_wins():
+    b = box()
+    b.push(*upd("a", x=1, color="red"))
+    b.push(*upd("a", x=2))
+    b.push(*upd("a", y=5, x=3))
+    out = drain(b)
+    assert [m["data"]["nodes"] for m in out] == [[{"key": "a", "x": 3, "color": "red", "y": 5}]]
+    s = b.snapshot_stats()
+    assert (s["queued"], s["coalesced"], s["sent"]) == (3, 2, 1)
+
+
+def test_large_payload_supersedes_unsent_one():
+    b = box()
+    b.push(*upd("pc", "UPSERT", vertices=b"\x01" * 100_000))
+    b.push(*upd("pc", "UPSERT", vertices=b"\x02" * 50_000))
+    assert b.pending_bytes < 60_000
+    (m,) = drain(b)
+    assert m["data"]["nodes"][0]["vertices"] == b"\x02" * 50_000
+
+
+@pytest.mark.parametrize("barrier", [
+    {"etype": "SET", "data": {"tag": "Scene"}},
+    {"etype": "ADD", "data": {"nodes": [{"key": "b"}], "to": None}},
+    {"etype": "REMOVE", "data": {"keys": ["a"]}},
+    {"etype": "UPSERT", "data": {"nodes": [{"key": "c"}], "to": "a"}},
+    {"etype": "GRAB_RENDER", "uuid": "u", "rtype": "GRAB_RENDER_RESPONSE@u", "data": {}},
+    {"etype": "CUSTOM", "data": 1},
+])
+def test_never_merges_across_a_barrier(barrier):
+    b = box()
+    b.push(*upd("a", x=1))
+    b.push(codec.encode(barrier), barrier)
+    b.push(*upd("a", x=2))
+    out = drain(b)
+    assert [m["etype"] for m in out] == ["UPDATE", barrier["etype"], "UPDATE"]
+    assert out[0]["data"]["nodes"][0]["x"] == 1 and out[2]["data"]["nodes"][0]["x"] == 2
+
+
+def test_other_keys_and_kinds_stay_separate_and_ordered():
+    b = box()
+    b.push(*upd("a", x=1))
+    b.push(*upd("b", x=1))
+    b.push(*upd("a", "UPSERT", x=9))   # same key, other kind: not merged into the UPDATE
+    b.push(*upd("a", x=2))             # UPDATE after an UPSERT of a: not merged before it
+    out = drain(b)
+    assert [(m["etype"], m["data"]["nodes"][0]["key"], m["data"]["nodes"][0]["x"]) for m in out] \
+        == [("UPDATE", "a", 1), ("UPDATE", "b", 1), ("UPSERT", "a", 9), ("UPDATE", "a", 2)]
+
+
+def test_no_merge_into_a_message_already_taken_by_the_sender():
+    b = box()
+    b.push(*upd("a", x=1))
+    batch = b.pop_batch(timeout=0)
+    b.push(*upd("a", x=2))
+    b.mark_written(batch)
+    assert [m["data"]["nodes"][0]["x"] for m in drain(b)] == [2]
+
+
+def test_group_is_contiguous_and_not_coalesced():
+    b = box()
+    b.push(*upd("a", x=1))
+    b.push_group([upd("a", x=2)[0], upd("b", x=2)[0]])
+    b.push(*upd("a", x=3))
+    out = drain(b)
+    assert [(m["data"]["nodes"][0]["key"], m["data"]["nodes"][0]["x"]) for m in out] == \
+        [("a", 1), ("a", 2), ("b", 2), ("a", 3)]
+
+
+def test_budget_disconnect_policy_raises_and_counts():
+    b = box(max_bytes=1000, policy="disconnect")
+    b.push(codec.encode({"etype": "X", "data": b"x" * 900}))
+    with pytest.raises(SessionClosed, match="over budget"):
+        b.push(codec.encode({"etype": "Y", "data": b"y" * 900}))
+    assert b.closed and b.snapshot_stats()["dropped"]["over budget"] == 1
+    with pytest.raises(SessionClosed):
+        b.push(codec.encode({"etype": "Z"}))
+
+
+def test_budget_block_policy_waits_for_the_sender():
+    b = box(max_bytes=1000, policy="block", block_timeout=5.0)
+    b.push(codec.encode({"etype": "X", "data": b"x" * 900}))
+
+    def sender():
+        batch = b.pop_batch(timeout=5)
+        b.mark_written(batch)
+
+    t = threading.Timer(0.05, sender)
+    t.start()
+    b.push(codec.encode({"etype": "Y", "data": b"y" * 900}))  # blocks until the sender wrote
+    t.join()
+    assert b.closed is None and b.depth == 1
+
+
+def test_block_policy_times_out_into_disconnect():
+    b = box(max_bytes=1000, policy="block", block_timeout=0.05)
+    b.push(codec.encode({"etype": "X", "data": b"x" * 900}))
+    with pytest.raises(SessionClosed):
+        b.push(codec.encode({"etype": "Y", "data": b"y" * 900}))
+
+
+def test_one_message_bigger_than_the_budget_still_goes_when_queue_is_empty():
+    b = box(max_bytes=100, policy="disconnect")
+    b.push(codec.encode({"etype": "X", "data": b"x" * 1000}))
+    assert len(drain(b)) == 1
+
+
+def test_wait_written_and_close():
+    b = box()
+    seq = b.push(codec.encode({"etype": "X"}))
+    with pytest.raises(RPCTimeout):
+        b.wait_written(seq, timeout=0.01)
+    b.mark_written(b.pop_batch(timeout=0))
+    b.wait_written(seq, timeout=0.01)
+    b.push(codec.encode({"etype": "Y"}))
+    b.close("client left")
+    assert b.pop_batch(timeout=0) is None
+    assert b.snapshot_stats()["dropped"] == {"client left": 1}
+    with pytest.raises(SessionClosed):
+        b.wait_written(timeout=0.01)
+
+
+def test_close_with_drain_lets_the_sender_finish():
+    b = box()
+    b.push(codec.encode({"etype": "X"}))
+    b.close("done", drain=True)
+    batch = b.pop_batch(timeout=0)
+    assert len(batch) == 1
+    b.mark_written(batch)
+    assert b.pop_batch(timeout=0) is None
+
+
+def test_requeue_front_keeps_order():
+    b = box()
+    for i in range(3):
+        b.push(codec.encode({"etype": f"E{i}"}))
+    batch = b.pop_batch(max_items=2, timeout=0)
+    b.requeue_front(batch)
+    assert [m["etype"] for m in drain(b)] == ["E0", "E1", "E2"]
+
+
+def test_concurrent_producers_keep_each_producers_order():
+    b = box()
+    n = 2000
+
+    def produce(tag):
+        for i in range(n):
+            b.push(codec.encode({"etype": "E", "data": [tag, i]}))
+
+    ts = [threading.Thread(target=produce, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out = drain(b)
+    assert len(out) == 4 * n
+    for tag in range(4):
+        seq = [m["data"][1] for m in out if m["data"][0] == tag]
+        assert seq == list(range(n))

@@ -1,0 +1,467 @@
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import threading
+import time
+
+import msgpack
+import pytest
+import websocket
+
+from conftest import our_threads, wait_until
+from helpers import raw_client, recv_close_code, recv_msg
+from vuer_sync import SessionClosed, Vuer, VuerClient, codec
+from vuer_sync.events import ClientEvent, ServerRPC
+
+
+class Hello(ClientEvent):
+    etype = "HELLO"
+
+
+class Ping(ServerRPC):
+    etype = "PING"
+
+
+def test_start_nonblocking_port0_stop_frees_port(no_thread_leak):
+    app = Vuer(port=0)
+    app.start(block=False)
+    port = app.port
+    assert port > 0
+    with socket.create_connection(("127.0.0.1", port)):
+        pass
+    t0 = time.monotonic()
+    app.stop()
+    assert time.monotonic() - t0 < 1.0
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))  # the port is free again
+    s.close()
+
+
+def test_busy_port_is_a_clear_oserror():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        with pytest.raises(OSError, match="in use"):
+            Vuer(port=s.getsockname()[1]).start(block=False)
+    finally:
+        s.close()
+
+
+def test_default_host_is_loopback_and_env_is_parsed(monkeypatch):
+    monkeypatch.setenv("VUER_PORT", "9123")
+    monkeypatch.setenv("WEBSOCKET_MAX_SIZE", "1048576")
+    monkeypatch.setenv("VUER_WORKSPACE", "/tmp")
+    app = Vuer()
+    assert (app.host, app.port, app.WEBSOCKET_MAX_SIZE, app.workspace) == \
+        ("127.0.0.1", 9123, 1048576, "/tmp")
+    monkeypatch.setenv("VUER_PORT", "not-a-port")
+    with pytest.raises(ValueError, match="VUER_PORT"):
+        Vuer()
+
+
+def test_context_manager_and_urls(no_thread_leak):
+    with Vuer(port=0) as app:
+        assert app.running
+        assert app.get_url() == f"https://vuer.ai?ws=ws://localhost:{app.port}"
+        assert app.local_url == f"http://localhost:{app.port}/"
+    assert not app.running
+
+
+def test_run_is_a_deprecated_alias():
+    app = Vuer(port=0)
+    with pytest.warns(DeprecationWarning):
+        app.run(block=False)
+    app.stop()
+
+
+def http_get(port, path, method="GET", body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data, r
+
+
+def test_index_and_assets_from_the_vuer_wheel(app):
+    from conftest import require
+
+    require("vuer")
+    app.start(block=False)
+    status, body, _ = http_get(app.port, "/")
+    assert status == 200 and b"<html" in body.lower()
+    assets = sorted((app.client_root / "assets").rglob("*.js"))
+    rel = assets[0].relative_to(app.client_root).as_posix()
+    status, body, r = http_get(app.port, "/" + rel)
+    assert status == 200 and body == assets[0].read_bytes()
+    assert "javascript" in r.getheader("Content-Type")
+
+
+@pytest.mark.parametrize("path", [
+    "/assets/../../../../../../etc/passwd",
+    "/assets/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/workspace/../../../../../etc/passwd",
+    "/workspace/%2e%2e%2f%2e%2e%2fetc/passwd",
+    "/workspace//etc/passwd",
+    "/workspace/link/passwd",
+])
+def test_static_routes_refuse_traversal(tmp_path, path, no_thread_leak):
+    (tmp_path / "ok.txt").write_text("fine")
+    os.symlink("/etc", tmp_path / "link")
+    with Vuer(port=0, workspace=str(tmp_path)) as app:
+        assert http_get(app.port, "/workspace/ok.txt")[:2] == (200, b"fine")
+        status, body, _ = http_get(app.port, path)
+        assert status in (404, 308) and b"root:" not in body  # 308: merged slashes
+
+
+def test_add_route_and_relay(app):
+    app.add_route("/hello", lambda: {"ok": True}, content_type="application/json")
+    app.start(block=False)
+    assert http_get(app.port, "/hello")[:2] == (200, b'{"ok": true}')
+    ws1, ws2 = raw_client(app.port), raw_client(app.port)
+    wait_until(lambda: len(app.sessions) == 2)
+    sid = app.sessions[0].id
+    body = msgpack.packb({"etype": "CUSTOM", "data": {"n": 1}})
+    status, resp, _ = http_get(app.port, f"/relay?sid={sid}", "POST", body)
+    assert status == 200 and b'"delivered": 1' in resp
+    status, resp, _ = http_get(app.port, "/relay?sid=*", "POST", body)
+    assert b'"delivered": 2' in resp
+    assert http_get(app.port, "/relay?sid=*", "POST", b"\x93\x01\x02\x03")[0] == 400
+    assert http_get(app.port, "/relay?sid=nope", "POST", body)[0] == 404
+    got = [recv_msg(ws1)["etype"], recv_msg(ws2)["etype"]]
+    assert got == ["CUSTOM", "CUSTOM"]
+    ws1.close()
+    ws2.close()
+
+
+def test_spawn_filters_select_by_init(app):
+    ran = []
+    app.spawn(lambda s: ran.append(("browser", s.init.value["client"])), client="browser")
+
+    @app.spawn(client="pyth*")
+    def py(session):
+        ran.append(("python", session.till("INIT").value["client"]))
+
+    app.start(block=False)
+    with VuerClient(f"ws://127.0.0.1:{app.port}"):
+        wait_until(lambda: ran)
+    assert ran == [("python", "python")]
+
+
+def test_handlers_and_till_are_per_session(app):
+    seen = []
+    app.add_handler("HELLO", lambda ev, s: seen.append((s.id, ev.value)))
+    results = {}
+
+    @app.spawn
+    def main(session):
+        results[session.id] = session.till("HELLO", timeout=5).value
+        session.forever()
+
+    app.start(block=False)
+    with VuerClient(f"ws://127.0.0.1:{app.port}") as a, \
+            VuerClient(f"ws://127.0.0.1:{app.port}") as b:
+        wait_until(lambda: len(app.sessions) == 2 and all(s.init for s in app.sessions))
+        time.sleep(0.05)
+        a.send(Hello(value="from-a"))
+        b.send(Hello(value="from-b"))
+        assert wait_until(lambda: len(results) == 2 and len(seen) == 2)
+    by_session = dict(seen)
+    assert sorted(results.values()) == ["from-a", "from-b"]
+    assert results == by_session  # each session's till saw its own client's event
+
+
+def test_handler_runs_off_the_reader_thread_in_order_and_survives_errors(app):
+    calls = []
+
+    @app.add_handler("HELLO")
+    def on(ev, session):
+        calls.append((ev.value, threading.current_thread().name))
+        if ev.value == 1:
+            raise RuntimeError("boom")
+
+    app.start(block=False)
+    with VuerClient(f"ws://127.0.0.1:{app.port}") as c:
+        for i in range(50):
+            c.send @ Hello(value=i)
+        assert wait_until(lambda: len(calls) == 50)
+    assert [v for v, _ in calls] == list(range(50))
+    assert all(name.startswith("vuer-handlers") for _, name in calls)
+
+
+def test_once_handler_and_cleanup(app):
+    seen = []
+    app.add_handler("HELLO", lambda ev, s: seen.append(("once", ev.value)), once=True)
+    remove = app.add_handler("HELLO", lambda ev, s: seen.append(("all", ev.value)))
+    app.start(block=False)
+    with VuerClient(f"ws://127.0.0.1:{app.port}") as c:
+        c.send(Hello(value=1))
+        c.send(Hello(value=2))
+        wait_until(lambda: len(seen) == 3)
+        remove()
+        c.send(Hello(value=3))
+        app.wait_for_session(2).flush()
+        time.sleep(0.1)
+    assert seen == [("once", 1), ("all", 1), ("all", 2)]
+
+
+def test_rpc_answered_timeout_and_close(app):
+    app.start(block=False)
+    c = VuerClient(f"ws://127.0.0.1:{app.port}")
+    c.respond("PING", lambda req: {"echo": req.data["n"]})
+    c.connect()
+    try:
+        s = app.wait_for_session(5)
+        assert s.rpc(Ping({"n": 7}), ttl=2).value == {"echo": 7}
+        with pytest.raises(TimeoutError):
+            s.rpc(ServerRPC({"x": 1}), ttl=0.1)  # nobody answers plain RPC
+        err = []
+
+        def pending():
+            t0 = time.monotonic()
+            try:
+                s.rpc(ServerRPC({}), ttl=10)
+            except SessionClosed:
+                err.append(time.monotonic() - t0)
+
+        t = threading.Thread(target=pending)
+        t.start()
+        time.sleep(0.1)
+        t_close = time.monotonic()
+        c.close()
+        t.join(5)
+        assert err and time.monotonic() - t_close < 1.0
+    finally:
+        c.close()
+
+
+def test_rpc_request_never_overtakes_earlier_scene_messages(app):
+    app.start(block=False)
+    ws = raw_client(app.port)
+    s = app.wait_for_session(5)
+    box = {}
+
+    def call():
+        box["r"] = s.rpc(Ping({}), ttl=5)
+
+    t = threading.Thread(target=call)
+    for i in range(200):
+        s.upsert @ {"key": f"k{i}", "i": i}
+    t.start()
+    order = []
+    while True:
+        m = recv_msg(ws)
+        order.append(m["etype"])
+        if m["etype"] == "PING":
+            ws.send_binary(codec.encode({"etype": m["rtype"], "value": "pong"}))
+            break
+    t.join(5)
+    assert order == ["UPSERT"] * 200 + ["PING"] and box["r"].value == "pong"
+    ws.close()
+
+
+def test_spawn_return_closes_1000_and_exception_closes_1011(app):
+    @app.spawn(client="ok")
+    def ok(session):
+        session.upsert @ {"key": "last"}
+
+    @app.spawn(client="bad")
+    def bad(session):
+        raise ValueError("user bug")
+
+    app.start(block=False)
+    ws = raw_client(app.port, client="ok")
+    assert recv_msg(ws)["data"]["nodes"] == [{"key": "last"}]  # queued before return: sent
+    assert recv_close_code(ws) == 1000
+    ws = raw_client(app.port, client="bad")
+    assert recv_close_code(ws) == 1011
+
+
+def test_session_after_close_raises_and_forever_returns(app):
+    done = threading.Event()
+    errors = []
+
+    @app.spawn
+    def main(session):
+        session.forever()
+        try:
+            session.upsert @ {"key": "x"}
+        except SessionClosed as e:
+            errors.append(e)
+        done.set()
+
+    app.start(block=False)
+    ws = raw_client(app.port)
+    wait_until(lambda: app.sessions)
+    ws.close()
+    assert done.wait(5) and errors
+
+
+def test_bind_mode_keeps_handlers_and_rpc(app):
+    from vuer_sync.events import Frame, Noop, Set
+
+    handled = []
+    app.add_handler("HELLO", lambda ev, s: handled.append(ev.value))
+
+    @app.bind
+    def gen(session):
+        ev = yield Set({"tag": "Scene"})
+        while True:
+            if ev == "HELLO":
+                ev = yield Frame(ServerEventLike(ev.value), frame_rate=100)
+            else:
+                ev = yield Noop()
+
+    from vuer_sync.events import ServerEvent
+
+    def ServerEventLike(v):  # noqa: N802
+        return ServerEvent({"echo": v}, etype="ECHO")
+
+    app.start(block=False)
+    ws = raw_client(app.port)
+    assert recv_msg(ws)["etype"] == "SET"  # first yield goes out on connect
+    ws.send_binary(codec.encode({"etype": "HELLO", "value": 5}))
+    assert recv_msg(ws)["data"] == {"echo": 5}
+    s = app.wait_for_session(5)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=s.rpc(Ping({}), ttl=5)))
+    t.start()
+    m = recv_msg(ws)
+    ws.send_binary(codec.encode({"etype": m["rtype"], "value": "ok"}))
+    t.join(5)
+    assert box["r"].value == "ok" and wait_until(lambda: handled == [5])
+    ws.close()
+
+
+def test_bad_input_is_counted_and_harms_nobody(no_thread_leak):
+    with Vuer(port=0, WEBSOCKET_MAX_SIZE=100_000) as app:
+        good = VuerClient(f"ws://127.0.0.1:{app.port}")
+        got = []
+        app.add_handler("HELLO", lambda ev, s: got.append(ev.value))
+        good.connect()
+        bad = raw_client(app.port)
+        bad.send("a text frame")
+        bad.send_binary(msgpack.packb([1, 2, 3]))
+        bad.send_binary(msgpack.packb({"value": 1}))
+        bad.send_binary(msgpack.packb({1: 2}))
+        bad.send_binary(msgpack.packb({"etype": "X", "value": "y" * 50})[:-5])
+        bad.send_binary(codec.encode({"etype": "HELLO", "value": "still-works"}))
+        assert wait_until(lambda: "still-works" in got)
+        bs = [s for s in app.sessions if s.stats["bad_messages"]][0]
+        assert bs.stats["bad_messages"] == 5
+        bad.send_binary(b"\x00" * 200_000)  # over WEBSOCKET_MAX_SIZE
+        assert recv_close_code(bad) == 1009
+        good.send(Hello(value="good-after"))
+        assert wait_until(lambda: "good-after" in got)
+        good.close()
+
+
+def test_idle_connections_cost_no_cpu(no_thread_leak):
+    with Vuer(port=0) as app:
+        clients = [raw_client(app.port) for _ in range(5)]
+        wait_until(lambda: len(app.sessions) == 5)
+        time.sleep(0.2)
+        t0, c0 = time.monotonic(), time.process_time()
+        time.sleep(2.0)
+        cpu = time.process_time() - c0
+        wall = time.monotonic() - t0
+        for c in clients:
+            c.close()
+    assert cpu / wall < 0.05, f"idle server used {cpu:.3f} s CPU in {wall:.1f} s"
+
+
+def test_stop_with_ten_clients_is_fast_and_leaves_no_threads():
+    before = our_threads()
+    app = Vuer(port=0)
+    app.spawn(lambda s: s.forever())
+    app.start(block=False)
+    clients = [raw_client(app.port) for _ in range(10)]
+    wait_until(lambda: len(app.sessions) == 10)
+    t0 = time.monotonic()
+    app.stop()
+    assert time.monotonic() - t0 < 1.0
+    assert wait_until(lambda: not (our_threads() - before), 1.0), our_threads() - before
+    codes = [recv_close_code(c) for c in clients]
+    assert codes.count(1001) >= 8, codes  # a close frame, unless the socket was cut first
+
+
+def test_atomic_groups_arrive_contiguous_under_competing_producers(app):
+    app.start(block=False)
+    ws = raw_client(app.port)
+    s = app.wait_for_session(5)
+    n_groups, size = 50, 5
+
+    def producer(tag):
+        for g in range(n_groups):
+            with s.atomic():
+                for i in range(size):
+                    s.send(ServerEventLike(tag, g, i))
+
+    from vuer_sync.events import ServerEvent
+
+    def ServerEventLike(tag, g, i):  # noqa: N802
+        return ServerEvent([tag, g, i], etype="PART")
+
+    ts = [threading.Thread(target=producer, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    msgs = [recv_msg(ws)["data"] for _ in range(4 * n_groups * size)]
+    for k in range(0, len(msgs), size):
+        chunk = msgs[k:k + size]
+        assert len({(m[0], m[1]) for m in chunk}) == 1, chunk  # one group, back to back
+        assert [m[2] for m in chunk] == list(range(size))
+    ws.close()
+
+
+def test_flush_and_stats(app):
+    app.start(block=False)
+    ws = raw_client(app.port)
+    s = app.wait_for_session(5)
+    for i in range(100):
+        s.update @ {"key": "a", "i": i}
+    s.flush(5)
+    st = s.stats
+    assert st["depth"] == 0 and st["queued"] == 100
+    assert st["sent"] + st["coalesced"] == 100
+    got = []
+    while True:
+        m = recv_msg(ws)
+        got.append(m["data"]["nodes"][0]["i"])
+        if got[-1] == 99:
+            break
+    assert got == sorted(got) and len(got) == st["sent"]
+    ws.close()
+
+
+def test_set_sends_explicit_empty_lists(app):
+    from vuer_sync.schemas import Scene
+
+    app.start(block=False)
+    ws = raw_client(app.port)
+    s = app.wait_for_session(5)
+    s.set @ Scene()
+    data = recv_msg(ws)["data"]
+    assert data["tag"] == "Scene" and data["children"] == [] and data["bgChildren"] == []
+    ws.close()
+
+
+def test_origin_check_and_token(no_thread_leak):
+    with Vuer(port=0, token="s3cret") as app:
+        with pytest.raises(websocket.WebSocketBadStatusException) as e:
+            websocket.create_connection(f"ws://127.0.0.1:{app.port}/", timeout=5)
+        assert e.value.status_code == 403
+        ok = websocket.create_connection(f"ws://127.0.0.1:{app.port}/?token=s3cret", timeout=5)
+        ok.close()
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(f"ws://127.0.0.1:{app.port}/?token=s3cret", timeout=5,
+                                        origin="http://evil.example")
+        ok = websocket.create_connection(f"ws://127.0.0.1:{app.port}/?token=s3cret", timeout=5,
+                                         origin=f"http://localhost:{app.port}")
+        ok.close()
+        assert http_get(app.port, "/relay?sid=*", "POST", msgpack.packb({"etype": "X"}))[0] \
+            == 403

@@ -1,0 +1,86 @@
+"""The ``vuer-sync`` command: ``demo``, ``version``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import threading
+from typing import List, Optional
+
+from ._version import __version__
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import Vuer
+    from .schemas import Box, DefaultScene, Sphere
+
+    app = Vuer(host=args.host, port=args.port)
+    stop = threading.Event()
+
+    @app.spawn
+    def scene(session):  # one thread per connected browser
+        session.set @ DefaultScene(
+            Box(key="box", args=[0.4, 0.4, 0.4], position=[0, 0.2, 0],
+                materialType="standard", material={"color": "#e33"}),
+            Sphere(key="ball", args=[0.1, 32, 16], position=[0.8, 0.1, 0],
+                   materialType="standard", material={"color": "#39f"}),
+        )
+        t = 0.0
+        frames = args.frames
+        while not session.closed and (frames is None or frames > 0):
+            t += 1 / 30
+            session.upsert @ Sphere(key="ball", position=[0.8 * math.cos(t), 0.1,
+                                                           0.8 * math.sin(t)])
+            if session.wait_closed(1 / 30):
+                break
+            if frames is not None:
+                frames -= 1
+
+    app.start(block=False)
+    try:
+        if args.seconds is not None:
+            stop.wait(args.seconds)
+        else:
+            while not stop.wait(3600):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.stop()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vuer-sync",
+        description="vuer_sync: drive Vuer 3D scenes from plain, blocking Python.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("VUER_SYNC_LOG", "WARNING"),
+                        help="logging level (env VUER_SYNC_LOG), e.g. INFO or DEBUG")
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="serve a demo scene with the local web client")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8012)
+    demo.add_argument("--seconds", type=float, default=None,
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument("--frames", type=int, default=None, help=argparse.SUPPRESS)
+    sub.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=str(args.log_level).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "version":
+        print(f"vuer-sync {__version__}")
+        return 0
+    if args.command == "demo":
+        return _demo(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

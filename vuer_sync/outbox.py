@@ -1,0 +1,350 @@
+"""One ordered, thread-safe, coalescing, byte-bounded queue of outbound messages per connection.
+
+Producers (any thread) ``push`` encoded messages and return at once; one sender thread per
+connection takes batches with :meth:`Outbox.pop_batch` and reports them written with
+:meth:`Outbox.mark_written`, which is what :meth:`Outbox.wait_written` (``flush``) waits for.
+
+**Coalescing.** While a message is still queued, a newer ``UPDATE`` (or an ``UPSERT`` with
+``to=None``) of exactly the same node keys is merged into it, property by property, latest
+value wins; a new large payload for a key (a point cloud) therefore replaces the unsent one.
+Any other message (``SET``, ``ADD``, ``REMOVE``, an ``UPSERT`` into a parent, an RPC request,
+a custom event) is a barrier: nothing queued before it is merged with anything queued after it,
+so the client sees the same final state, in the same order relative to every barrier, as
+without coalescing. "Unchanged" is never guessed: values are merged, never compared.
+
+**Byte budget.** When more than ``max_bytes`` are queued, ``policy="block"`` makes the producer
+wait up to ``block_timeout`` seconds for the sender to catch up; if it does not (or with
+``policy="disconnect"``), the outbox is closed with a reason, the connection is dropped by its
+owner, and the producer gets :class:`~vuer_sync.errors.SessionClosed`. Nothing is dropped
+silently; ``stats`` counts every message.
+
+>>> import msgpack
+>>> box = Outbox(encode=msgpack.packb, decode=msgpack.unpackb)
+>>> for x in range(3):
+...     _ = box.push(msgpack.packb({"etype": "UPDATE", "data": {"nodes": [{"key": "b", "x": x}]}}))
+>>> [msgpack.unpackb(m.payload)["data"]["nodes"] for m in box.pop_batch(timeout=0)]
+[[{'key': 'b', 'x': 2}]]
+>>> box.stats["coalesced"]
+2
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+
+from .errors import RPCTimeout, SessionClosed
+
+__all__ = ["OutMessage", "Outbox", "coalesce_key"]
+
+CoalesceKey = Tuple[str, Tuple[str, ...]]
+
+
+def coalesce_key(msg: Dict[str, Any]) -> Optional[CoalesceKey]:
+    """The key under which ``msg`` may be merged with an earlier queued message, or ``None``.
+
+    Only ``UPDATE`` and root ``UPSERT`` (``to`` is ``None``) messages whose nodes are dicts with
+    distinct string keys and no ``children`` coalesce.
+    """
+    etype = msg.get("etype")
+    if etype not in ("UPDATE", "UPSERT"):
+        return None
+    data = msg.get("data")
+    if not isinstance(data, dict):
+        return None
+    if etype == "UPSERT" and data.get("to") is not None:
+        return None
+    nodes = data.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        return None
+    keys = []
+    for n in nodes:
+        if not isinstance(n, dict) or "children" in n:
+            return None
+        k = n.get("key")
+        if not isinstance(k, str):
+            return None
+        keys.append(k)
+    if len(set(keys)) != len(keys):
+        return None
+    return (etype, tuple(keys))
+
+
+class OutMessage:
+    """One queued frame: its bytes, its position and (when coalescible) its merge key."""
+
+    __slots__ = ("ckey", "merged", "nbytes", "payload", "seq")
+
+    def __init__(self, payload: bytes, seq: int, ckey: Optional[CoalesceKey]):
+        self.payload = payload
+        self.nbytes = len(payload)
+        self.seq = seq
+        self.ckey = ckey
+        self.merged = 0  # how many later messages were merged into this one
+
+
+def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
+    nodes = [{**a, **b} for a, b in zip(old["data"]["nodes"], new["data"]["nodes"])]
+    return {**new, "data": {**new["data"], "nodes": nodes}}
+
+
+class Outbox:
+    """See the module docstring.
+
+    ``encode``/``decode`` turn a message map into frame bytes and back (used only to merge).
+    """
+
+    def __init__(
+        self,
+        *,
+        encode: Callable[[Dict[str, Any]], bytes],
+        decode: Callable[[bytes], Dict[str, Any]],
+        max_bytes: int = 256 << 20,
+        policy: str = "block",
+        block_timeout: float = 2.0,
+    ):
+        if policy not in ("block", "disconnect"):
+            raise ValueError("policy must be 'block' or 'disconnect'")
+        self._encode = encode
+        self._decode = decode
+        self.max_bytes = int(max_bytes)
+        self.policy = policy
+        self.block_timeout = float(block_timeout)
+        self._lock = threading.Lock()
+        self._has_data = threading.Condition(self._lock)
+        self._has_space = threading.Condition(self._lock)
+        self._written = threading.Condition(self._lock)
+        self._queue: Deque[OutMessage] = deque()
+        self._index: Dict[CoalesceKey, OutMessage] = {}
+        self._key_owner: Dict[str, CoalesceKey] = {}  # node key -> the mergeable entry's key
+        self._seq = 0
+        self._written_seq = 0
+        self._pending_bytes = 0
+        self._closed: Optional[str] = None
+        self._drain_then_close = False
+        self.stats: Dict[str, Any] = {
+            "queued": 0,  # messages accepted by push (before coalescing)
+            "sent": 0,  # frames written to the socket
+            "coalesced": 0,  # messages merged into an earlier queued one
+            "bytes_sent": 0,
+            "dropped": {},  # reason -> messages not delivered because the connection ended
+        }
+
+    # -- producer side ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> Optional[str]:
+        """``None`` while open, else the reason it was closed."""
+        return self._closed
+
+    @property
+    def depth(self) -> int:
+        """Frames waiting to be written."""
+        return len(self._queue)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def push(self, payload: bytes, msg: Optional[Dict[str, Any]] = None) -> int:
+        """Queue one encoded frame; returns its sequence number (for :meth:`wait_written`).
+
+        ``msg`` is the message map ``payload`` was encoded from, if the caller has it: it is
+        only used to decide whether the message may coalesce.
+        """
+        ckey = coalesce_key(msg if msg is not None else self._peek(payload))
+        with self._lock:
+            self._check_open()
+            self.stats["queued"] += 1
+            if ckey is not None:
+                prev = self._index.get(ckey)
+                if prev is not None:
+                    self._merge_into(prev, payload)
+                    return self._seq
+            self._wait_for_space(len(payload))
+            return self._append(payload, ckey)
+
+    def push_group(self, payloads: Iterable[bytes]) -> int:
+        """Queue frames back to back: nothing else queued on this outbox lands between them,
+        and none of them coalesces with anything before or after the group."""
+        items = list(payloads)
+        with self._lock:
+            self._check_open()
+            self.stats["queued"] += len(items)
+            self._wait_for_space(sum(len(p) for p in items))
+            self._clear_index()
+            for p in items:
+                self._append(p, None)
+            return self._seq
+
+    def _peek(self, payload: bytes) -> Dict[str, Any]:
+        try:
+            msg = self._decode(payload)
+        except Exception:
+            return {}
+        return msg if isinstance(msg, dict) else {}
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise SessionClosed(f"connection closed: {self._closed}")
+
+    def _append(self, payload: bytes, ckey: Optional[CoalesceKey]) -> int:
+        self._seq += 1
+        m = OutMessage(payload, self._seq, ckey)
+        if ckey is None:
+            self._clear_index()  # a barrier: nothing before it merges with anything after it
+        else:
+            # another kind of message about one of these nodes is queued: it becomes a
+            # barrier for them (an UPDATE never jumps over an UPSERT of the same node)
+            for k in ckey[1]:
+                owner = self._key_owner.get(k)
+                if owner is not None and owner != ckey:
+                    self._index.pop(owner, None)
+                self._key_owner[k] = ckey
+            self._index[ckey] = m
+        self._queue.append(m)
+        self._pending_bytes += m.nbytes
+        self._has_data.notify()
+        return self._seq
+
+    def _clear_index(self) -> None:
+        self._index.clear()
+        self._key_owner.clear()
+
+    def _merge_into(self, prev: OutMessage, payload: bytes) -> None:
+        merged = self._encode(_merge(self._decode(prev.payload), self._decode(payload)))
+        self._pending_bytes += len(merged) - prev.nbytes
+        prev.payload = merged
+        prev.nbytes = len(merged)
+        prev.merged += 1
+        self.stats["coalesced"] += 1
+
+    def _wait_for_space(self, nbytes: int) -> None:
+        if self._pending_bytes == 0 or self._pending_bytes + nbytes <= self.max_bytes:
+            return
+        if self.policy == "block":
+            deadline = time.monotonic() + self.block_timeout
+            while self._closed is None and self._pending_bytes > 0 and \
+                    self._pending_bytes + nbytes > self.max_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._has_space.wait(left)
+            self._check_open()
+            if self._pending_bytes == 0 or self._pending_bytes + nbytes <= self.max_bytes:
+                return
+        reason = (
+            f"send queue over budget: {self._pending_bytes + nbytes} bytes pending > "
+            f"{self.max_bytes} (policy={self.policy!r})"
+        )
+        self._close_locked(reason)
+        self.stats["dropped"]["over budget"] = self.stats["dropped"].get("over budget", 0) + 1
+        raise SessionClosed(reason)
+
+    # -- sender side -----------------------------------------------------------------------
+
+    def pop_batch(
+        self, max_items: int = 512, max_bytes: int = 4 << 20, timeout: Optional[float] = None
+    ) -> Optional[List[OutMessage]]:
+        """Take queued frames in order (at least one if any, up to the limits).
+
+        Waits up to ``timeout`` for data; returns ``[]`` on timeout and ``None`` once the
+        outbox is closed (after it is drained, when closed with ``drain=True``).
+        """
+        with self._lock:
+            if not self._queue and self._closed is None:
+                self._has_data.wait(timeout)
+            if self._closed is not None and not (self._drain_then_close and self._queue):
+                return None
+            batch: List[OutMessage] = []
+            size = 0
+            q = self._queue
+            while q and len(batch) < max_items and (not batch or size + q[0].nbytes <= max_bytes):
+                m = q.popleft()
+                if m.ckey is not None and self._index.get(m.ckey) is m:
+                    del self._index[m.ckey]
+                batch.append(m)
+                size += m.nbytes
+            return batch
+
+    def requeue_front(self, batch: List[OutMessage]) -> None:
+        """Put frames taken by :meth:`pop_batch` but not written back at the front, in order
+        (a reconnecting client resends them on the new connection)."""
+        with self._lock:
+            if self._closed is not None and not self._drain_then_close:
+                return
+            self._queue.extendleft(reversed(batch))
+            self._clear_index()
+            self._has_data.notify()
+
+    def wake(self) -> None:
+        """Wake a sender waiting in :meth:`pop_batch` (it then gets ``[]``)."""
+        with self._lock:
+            self._has_data.notify_all()
+
+    def mark_written(self, batch: List[OutMessage]) -> None:
+        """Report frames taken by :meth:`pop_batch` as written to the socket."""
+        if not batch:
+            return
+        n = sum(m.nbytes for m in batch)
+        with self._lock:
+            self._pending_bytes -= n
+            self._written_seq = batch[-1].seq
+            self.stats["sent"] += len(batch)
+            self.stats["bytes_sent"] += n
+            self._written.notify_all()
+            self._has_space.notify_all()
+
+    def wait_written(self, seq: Optional[int] = None, timeout: Optional[float] = None) -> None:
+        """Block until every frame queued up to ``seq`` (default: all so far) is written.
+
+        Raises :class:`~vuer_sync.errors.RPCTimeout` or
+        :class:`~vuer_sync.errors.SessionClosed`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._seq if seq is None else seq
+            while self._written_seq < target:
+                if self._closed is not None and not self._drain_then_close:
+                    raise SessionClosed(f"connection closed: {self._closed}")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RPCTimeout(
+                        f"flush timed out after {timeout} s with {len(self._queue)} frames "
+                        f"({self._pending_bytes} bytes) still queued"
+                    )
+                self._written.wait(left)
+
+    def close(self, reason: str, drain: bool = False) -> None:
+        """Stop accepting messages. With ``drain``, the sender still writes what is queued;
+        otherwise what is queued is counted as dropped under ``reason``."""
+        with self._lock:
+            if self._closed is None:
+                self._drain_then_close = drain
+                self._close_locked(reason)
+            elif not drain and self._drain_then_close:
+                self._drain_then_close = False
+                self._close_locked(reason)
+
+    def _close_locked(self, reason: str) -> None:
+        self._closed = self._closed or reason
+        if not self._drain_then_close and self._queue:
+            d = self.stats["dropped"]
+            d[reason] = d.get(reason, 0) + len(self._queue)
+            self._queue.clear()
+            self._clear_index()
+            self._pending_bytes = 0
+        self._has_data.notify_all()
+        self._has_space.notify_all()
+        self._written.notify_all()
+
+    def snapshot_stats(self) -> Dict[str, Any]:
+        """A copy of ``stats`` plus the current queue depth and pending bytes."""
+        with self._lock:
+            s = dict(self.stats)
+            s["dropped"] = dict(self.stats["dropped"])
+            s["depth"] = len(self._queue)
+            s["pending_bytes"] = self._pending_bytes
+            return s

@@ -1,0 +1,626 @@
+"""``Vuer``: the threaded server (Flask + flask-sock on Werkzeug, in a background thread)."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import logging
+import socket
+import ssl
+import struct
+import threading
+import time
+import uuid
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from flask import Flask, Response, request
+from flask_sock import Sock
+
+from .. import codec
+from .._threads import start_thread
+from .._version import __version__
+from ..errors import ProtocolError, SessionClosed
+from ..events import INIT, ClientEvent, Frame, NullEvent, ServerEvent
+from . import http
+from .config import env_bool, env_int, env_str
+from .serving import HttpServer
+from .session import VuerSession
+
+logger = logging.getLogger("vuer_sync.server")
+
+__all__ = ["Vuer"]
+
+Handler = Callable[[ClientEvent, VuerSession], Any]
+DEFAULT_CORS = "https://vuer.ai,https://staging.vuer.ai,https://dash.ml"
+
+
+class _NoReaderThread:
+    """Given to simple-websocket as ``thread_class``: flask-sock does the routing and the
+    handshake, then our transport reads the socket itself (no extra reader thread)."""
+
+    def __init__(self, target: Any = None, **_: Any):
+        self.name = "vuer-unused"
+
+    def start(self) -> None:
+        pass
+
+
+def _check_plain(fn: Callable[..., Any], what: str) -> None:
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"{what} must be a plain function in vuer_sync (blocking calls, no await): "
+            f"{getattr(fn, '__qualname__', fn)} is async"
+        )
+
+
+class Vuer:
+    """The Vuer server as plain blocking Python.
+
+    >>> from vuer_sync import Vuer
+    >>> from vuer_sync.schemas import Box
+    >>> app = Vuer(port=0)
+    >>> @app.spawn
+    ... def main(session):
+    ...     session.set @ Box(key="box")
+    ...     session.forever()
+    >>> _ = app.start(block=False)   # returns once the port is bound
+    >>> app.port > 0
+    True
+    >>> app.stop()
+
+    Configuration follows Vuer 0.1.6 (keyword arguments, else environment variables, parsed
+    to their types): ``host`` (``VUER_HOST``, default ``127.0.0.1``), ``port``
+    (``VUER_PORT``, 8012; 0 picks a free port), ``cert``/``key``/``ca_cert``
+    (``VUER_SSL_CERT``/``VUER_SSL_KEY``/``VUER_SSL_CA_CERT``; ``ca_cert`` requires client
+    certificates), ``cors`` (``VUER_CORS``), ``workspace`` (``VUER_WORKSPACE``, alias
+    ``static_root``), ``queue_len``, ``WEBSOCKET_MAX_SIZE`` (enforced: larger messages close
+    the connection with 1009), ``REQUEST_MAX_SIZE``, ``domain``/``client_url``,
+    ``verbose``, ``queries``. Our own: ``token`` (``VUER_TOKEN``), ``allowed_origins``,
+    ``ping_interval``, ``outbox_bytes``/``outbox_policy``/``outbox_timeout``.
+    """
+
+    def __init__(
+        self,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        *,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
+        ca_cert: Optional[str] = None,
+        cors: Optional[str] = None,
+        workspace: Any = None,
+        static_root: Any = None,
+        queue_len: int = 100,
+        WEBSOCKET_MAX_SIZE: Optional[int] = None,
+        REQUEST_MAX_SIZE: Optional[int] = None,
+        domain: Optional[str] = None,
+        client_url: Optional[str] = None,
+        verbose: Optional[bool] = None,
+        queries: Optional[Dict[str, Any]] = None,
+        token: Optional[str] = None,
+        allowed_origins: Sequence[str] = (),
+        ping_interval: Optional[float] = 20.0,
+        send_timeout: float = 60.0,
+        outbox_bytes: int = 256 << 20,
+        outbox_policy: str = "block",
+        outbox_timeout: float = 2.0,
+        free_port: bool = False,
+        **unknown: Any,
+    ):
+        if unknown:
+            raise TypeError(f"unknown Vuer option(s): {', '.join(sorted(unknown))}")
+        self.host = host if host is not None else env_str("VUER_HOST", "127.0.0.1")
+        self.port = int(port if port is not None else env_int("VUER_PORT", 8012))
+        self.cert = cert if cert is not None else env_str("VUER_SSL_CERT")
+        self.key = key if key is not None else env_str("VUER_SSL_KEY")
+        self.ca_cert = ca_cert if ca_cert is not None else env_str("VUER_SSL_CA_CERT")
+        self.cors = cors if cors is not None else env_str("VUER_CORS", DEFAULT_CORS)
+        if static_root is not None and workspace is None:
+            warnings.warn("static_root is deprecated; use workspace=", DeprecationWarning,
+                          stacklevel=2)
+            workspace = static_root
+        self.workspace = workspace if workspace is not None else env_str("VUER_WORKSPACE", ".")
+        self.queue_len = int(queue_len)
+        self.WEBSOCKET_MAX_SIZE = int(
+            WEBSOCKET_MAX_SIZE if WEBSOCKET_MAX_SIZE is not None
+            else env_int("WEBSOCKET_MAX_SIZE", 2**28))
+        self.REQUEST_MAX_SIZE = int(
+            REQUEST_MAX_SIZE if REQUEST_MAX_SIZE is not None
+            else env_int("REQUEST_MAX_SIZE", 2**28))
+        self.domain = domain if domain is not None else env_str("VUER_DOMAIN", "https://vuer.ai")
+        self.client_url = client_url
+        self.verbose = verbose if verbose is not None else env_bool("VUER_VERBOSE", False)
+        self.queries = dict(queries or {})
+        self.token = token if token is not None else env_str("VUER_TOKEN")
+        self.allowed_origins = [o.strip() for o in allowed_origins if o.strip()]
+        self.ping_interval = ping_interval
+        self.send_timeout = float(send_timeout)
+        self.outbox_bytes = int(outbox_bytes)
+        self.outbox_policy = outbox_policy
+        self.outbox_timeout = float(outbox_timeout)
+        if free_port:
+            warnings.warn("free_port is ignored: vuer_sync never kills other processes; "
+                          "use port=0 for a free port", stacklevel=2)
+        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
+            logger.warning("binding %s without a token: anyone who can reach this port can "
+                           "drive the scene (pass token= or set VUER_TOKEN)", self.host)
+
+        self._handlers: Dict[str, Dict[int, Tuple[Handler, bool]]] = {}
+        self._handler_ids = 0
+        self._spawns: List[Tuple[Callable[[VuerSession], Any], Dict[str, Any]]] = []
+        self._bind_fn: Optional[Callable[[VuerSession], Any]] = None
+        self._lock = threading.RLock()
+        self._session_cv = threading.Condition(self._lock)
+        self._sessions: Dict[str, VuerSession] = {}
+        self._threads: List[threading.Thread] = []
+        self._server: Optional[HttpServer] = None
+        self._stopped = threading.Event()
+        self._on_connect: List[Callable[[VuerSession], Any]] = []
+        self._on_disconnect: List[Callable[[VuerSession], Any]] = []
+        self.client_root = http.client_build_dir()
+        self.flask = self._make_flask()
+
+    # -- configuration helpers ------------------------------------------------------------
+
+    @property
+    def ssl(self) -> str:
+        return "s" if self.cert else ""
+
+    def _ssl_context(self) -> Optional[ssl.SSLContext]:
+        if not self.cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        if self.ca_cert:
+            ctx.load_verify_locations(self.ca_cert)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        else:
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def get_url(self, host: str = "localhost") -> str:
+        """The hosted-client URL, as Vuer prints it: ``https://vuer.ai?ws=ws://host:port``."""
+        base = self.client_url or self.domain
+        url = f"{base}?ws=ws{self.ssl}://{host}:{self.port}"
+        if self.token:
+            url += f"/%3Ftoken%3D{self.token}"
+        for k, v in self.queries.items():
+            url += f"&{k}={v}"
+        return url
+
+    @property
+    def local_url(self) -> str:
+        """The offline web client served by this server."""
+        url = f"http{self.ssl}://localhost:{self.port}/"
+        if self.token:
+            url += f"?ws=ws{self.ssl}://localhost:{self.port}/%3Ftoken%3D{self.token}"
+        return url
+
+    # -- registration ---------------------------------------------------------------------
+
+    def add_handler(self, event_type: str, fn: Optional[Handler] = None, once: bool = False
+                    ) -> Any:
+        """Call ``fn(event, session)`` for every event of ``event_type``.
+
+        Decorator or call form; returns a function that removes the handler (the decorator
+        form returns the function itself, with ``.remove`` attached). Handlers run off the
+        socket-reader thread, one at a time and in arrival order per session; an exception
+        is logged and the session goes on.
+        """
+
+        def register(f: Handler) -> Callable[[], None]:
+            _check_plain(f, "a handler")
+            with self._lock:
+                self._handler_ids += 1
+                hid = self._handler_ids
+                self._handlers.setdefault(event_type, {})[hid] = (f, once)
+
+            def cleanup() -> None:
+                with self._lock:
+                    hs = self._handlers.get(event_type)
+                    if hs is not None:
+                        hs.pop(hid, None)
+                        if not hs:
+                            del self._handlers[event_type]
+
+            return cleanup
+
+        if fn is None:
+            def decorator(f: Handler) -> Handler:
+                f.remove = register(f)  # type: ignore[attr-defined]
+                return f
+
+            return decorator
+        return register(fn)
+
+    def spawn(self, fn: Optional[Callable[[VuerSession], Any]] = None, start: bool = False,
+              **filters: Any) -> Any:
+        """Run ``fn(session)`` on its own thread for each client whose INIT matches
+        ``filters`` (glob patterns on INIT fields, e.g. ``client="python"``; first match
+        wins). The session closes when ``fn`` returns; an exception is logged with its
+        traceback and closes the socket with 1011. ``start=True`` starts the server and
+        blocks, like Vuer."""
+
+        def register(f: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
+            _check_plain(f, "a spawn function")
+            self._spawns.append((f, filters))
+            if start:
+                self.start()
+            return f
+
+        if fn is None:
+            return register
+        return register(fn)
+
+    def bind(self, fn: Optional[Callable[[VuerSession], Any]] = None, start: bool = False
+             ) -> Any:
+        """Generator mode: ``fn(session)`` yields server events; each received event is sent
+        into it. ``yield Frame(ev, frame_rate)`` sends ``ev``, waits, then sends a ``NULL``
+        event in. Handlers and RPC replies keep working (Vuer disables them here)."""
+
+        def register(f: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
+            if not inspect.isgeneratorfunction(f):
+                raise TypeError("bind() takes a generator function (def ...: yield ...)")
+            self._bind_fn = f
+            if start:
+                self.start()
+            return f
+
+        if fn is None:
+            return register
+        return register(fn)
+
+    def on_connect(self, fn: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
+        """Call ``fn(session)`` (on the session's handler thread) when a client connects."""
+        self._on_connect.append(fn)
+        return fn
+
+    def on_disconnect(self, fn: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
+        """Call ``fn(session)`` after a client disconnected."""
+        self._on_disconnect.append(fn)
+        return fn
+
+    def add_route(self, path: str, fn: Callable[..., Any], method: str = "GET",
+                  content_type: str = "text/html") -> None:
+        """Serve ``fn()`` (or ``fn(request)``) at ``path``; it may return str, bytes, a
+        dict/list (JSON), a ``Path`` or a Flask ``Response``."""
+        takes_request = len(inspect.signature(fn).parameters) > 0
+
+        def view(**kwargs: Any) -> Response:
+            result = fn(request, **kwargs) if takes_request else fn(**kwargs)
+            return http.route_result(result, content_type)
+
+        view.__name__ = f"user_route_{len(self.flask.url_map._rules)}"
+        self.flask.add_url_rule(path, view.__name__, view, methods=[method.upper()])
+
+    # -- sessions -------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> List[VuerSession]:
+        """The connected sessions."""
+        with self._lock:
+            return list(self._sessions.values())
+
+    def wait_for_session(self, timeout: Optional[float] = None) -> VuerSession:
+        """Block until a client has connected and sent its INIT; return its session."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._session_cv:
+            while True:
+                for s in self._sessions.values():
+                    if s.init is not None and not s.closed:
+                        return s
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    from ..errors import RPCTimeout
+
+                    raise RPCTimeout(f"no client connected within {timeout} s")
+                self._session_cv.wait(left)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self, block: bool = True) -> Vuer:
+        """Start serving. ``block=True`` (the default, like Vuer) serves until Ctrl-C or
+        :meth:`stop`; ``block=False`` returns as soon as the port is bound."""
+        if self._server is None:
+            self._stopped.clear()
+            server = HttpServer(self.flask, self.host, self.port, self._ssl_context())
+            self._server = server
+            self.port = server.port
+            server.start()
+            self._banner()
+        if block:
+            try:
+                while not self._stopped.wait(3600):
+                    pass
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self.stop()
+        return self
+
+    def run(self, *args: Any, **kwargs: Any) -> Vuer:
+        """Deprecated alias of :meth:`start` (as in Vuer)."""
+        warnings.warn("Vuer.run() is deprecated; use start()", DeprecationWarning, stacklevel=2)
+        return self.start(*args, **kwargs)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Close every websocket, stop listening, join our threads, free the port."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        deadline = time.monotonic() + timeout
+        server.stop()
+        sessions = self.sessions
+        for s in sessions:
+            s._begin_close(1001, "server stopping", drain=False)
+        close_by = time.monotonic() + timeout / 2  # time for the close handshakes
+        for s in sessions:
+            s._sender.join(max(0.0, close_by - time.monotonic()))
+        for s in sessions:
+            s._ws.abort()
+        threads: List[threading.Thread] = []
+        with self._lock:
+            threads.extend(self._threads)
+            self._threads.clear()
+        for s in list(self._sessions.values()):
+            threads.extend(s._threads_to_join())
+        for t in threads:
+            if t is threading.current_thread():
+                continue
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._sessions.clear()
+            self._session_cv.notify_all()
+        self._stopped.set()
+        alive = [t.name for t in threads if t.is_alive() and t is not threading.current_thread()]
+        if alive:
+            logger.warning("stop(): threads still running after %.1f s: %s", timeout, alive)
+
+    def __enter__(self) -> Vuer:
+        return self.start(block=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _banner(self) -> None:
+        lines = [
+            f"Vuer server (vuer_sync {__version__})",
+            "",
+            f"Local:   {self.local_url}",
+            f"Hosted:  {self.get_url()}",
+        ]
+        if self.client_root is None:
+            lines.append("(web client not installed: pip install 'vuer-sync[viewer]')")
+        print("\n".join(lines) + "\n", flush=True)  # the one start-up banner
+
+    # -- the websocket connection ---------------------------------------------------------
+
+    def _make_flask(self) -> Flask:
+        app = Flask("vuer_sync", static_folder=None)
+        app.config["MAX_CONTENT_LENGTH"] = self.REQUEST_MAX_SIZE
+        app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoReaderThread}
+        sock = Sock(app)
+
+        @app.before_request
+        def gate() -> Optional[Response]:
+            env = request.environ
+            if env.get("HTTP_UPGRADE", "").lower() == "websocket":
+                if not http.origin_allowed(env.get("HTTP_ORIGIN"), env.get("HTTP_HOST"),
+                                           self.allowed_origins):
+                    logger.warning("refused websocket from origin %r", env.get("HTTP_ORIGIN"))
+                    return Response("origin not allowed\n", status=403, mimetype="text/plain")
+                if not http.token_ok(self.token):
+                    return Response("missing or wrong token\n", status=403,
+                                    mimetype="text/plain")
+                env.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # never permessage-deflate
+            return None
+
+        @app.after_request
+        def cors(resp: Response) -> Response:
+            origin = request.headers.get("Origin")
+            if origin and self._cors_allows(origin):
+                resp.headers["Access-Control-Allow-Origin"] = origin
+                resp.headers["Vary"] = "Origin"
+            return resp
+
+        @sock.route("/")
+        def websocket(ws: Any) -> None:
+            self._serve_websocket(ws)
+
+        @app.route("/")
+        def index() -> Response:
+            if self.client_root is None:
+                return Response(http.missing_client_page(self.port), mimetype="text/html")
+            return http.file_response(self.client_root / "index.html")
+
+        @app.route("/assets/<path:filename>")
+        def assets(filename: str) -> Response:
+            if self.client_root is None:
+                return Response("web client not installed\n", status=404)
+            return http.serve_from([self.client_root / "assets"], filename)
+
+        @app.route("/workspace/<path:filename>")
+        def workspace(filename: str) -> Response:
+            return http.serve_from(http.workspace_roots(self.workspace), filename)
+
+        @app.route("/relay", methods=["POST"])
+        def relay() -> Response:
+            return self._relay()
+
+        return app
+
+    def _cors_allows(self, origin: str) -> bool:
+        allowed = [o.strip() for o in (self.cors or "").split(",") if o.strip()]
+        return "*" in allowed or origin in allowed or http.origin_allowed(
+            origin, request.headers.get("Host"), self.allowed_origins)
+
+    def _relay(self) -> Response:
+        if not http.token_ok(self.token):
+            return Response("missing or wrong token\n", status=403, mimetype="text/plain")
+        if not http.origin_allowed(request.headers.get("Origin"), request.headers.get("Host"),
+                                   self.allowed_origins):
+            return Response("origin not allowed\n", status=403, mimetype="text/plain")
+        sid = request.args.get("sid")
+        if not sid:
+            return Response("missing ?sid=<session id or *>\n", status=400)
+        body = request.get_data(cache=False)
+        try:
+            msg = codec.decode(body)
+        except ProtocolError as e:
+            return Response(f"bad body: {e}\n", status=400, mimetype="text/plain")
+        targets = self.sessions if sid == "*" else [s for s in self.sessions if s.id == sid]
+        if sid != "*" and not targets:
+            return Response(f"no session {sid}\n", status=404, mimetype="text/plain")
+        payload = codec.encode(msg)
+        delivered = 0
+        for s in targets:
+            try:
+                s._send_encoded(payload, msg)
+                delivered += 1
+            except SessionClosed:
+                pass
+        return Response(f'{{"delivered": {delivered}}}', mimetype="application/json")
+
+    def _serve_websocket(self, ws: Any) -> None:
+        from ..transport import ConnectionClosed, WebSocketConnection
+
+        sock = ws.sock
+        ws.connected = False  # from here on our transport owns the socket
+        if self.send_timeout and hasattr(socket, "SO_SNDTIMEO"):
+            sec = int(self.send_timeout)
+            usec = int((self.send_timeout - sec) * 1e6)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+            except OSError:
+                pass
+        conn = WebSocketConnection(sock, is_server=True,
+                                   max_message_size=self.WEBSOCKET_MAX_SIZE)
+        session = VuerSession(self, conn, str(uuid.uuid4()), request.environ)
+        with self._lock:
+            self._sessions[session.id] = session
+            self._session_cv.notify_all()
+        logger.info("session %s connected from %s", session.id, session.remote_addr)
+        for cb in self._on_connect:
+            session._handlers.submit(cb, session)
+        bind_queue = None
+        if self._bind_fn is not None:
+            import queue
+
+            bind_queue = queue.SimpleQueue()
+            session._bind_queue = bind_queue  # type: ignore[attr-defined]
+            session._threads.append(
+                start_thread(self._run_bind, f"vuer-bind:{session.id[:8]}", session, bind_queue))
+        why = "client disconnected"
+        try:
+            while True:
+                session._on_message(conn.receive())
+        except ConnectionClosed as e:
+            why = f"client closed the connection ({e.code} {e.reason})".strip()
+        except OSError as e:
+            why = f"connection lost: {e}"
+        except Exception:
+            logger.exception("session %s: reader failed", session.id)
+            why = "reader error"
+        finally:
+            session._on_disconnect(why)
+            if bind_queue is not None:
+                bind_queue.put(None)
+            session._sender.join(2.0)
+            conn.abort()
+            for cb in self._on_disconnect:
+                session._handlers.submit(cb, session)
+            with self._lock:
+                self._sessions.pop(session.id, None)
+                # joined by stop() if still running then (spawn functions, handlers, tasks)
+                self._threads.extend(t for t in session._threads_to_join() if t.is_alive())
+                self._threads = [t for t in self._threads if t.is_alive()]
+                self._session_cv.notify_all()
+            logger.info("session %s ended: %s", session.id, why)
+
+    # -- inbound dispatch (reader thread: never runs user code) ----------------------------
+
+    def _dispatch(self, session: VuerSession, ev: ClientEvent) -> None:
+        et = ev.etype
+        if session._rpc.resolve(et, ev):
+            return
+        if et == INIT and session.init is None:
+            session.init = ev
+            with self._lock:
+                self._session_cv.notify_all()
+            self._start_spawn(session, ev)
+        session._till.resolve(et, ev)
+        session._remember(ev)
+        with self._lock:
+            hs = self._handlers.get(et)
+            todo = []
+            if hs:
+                for hid, (fn, once) in list(hs.items()):
+                    todo.append(fn)
+                    if once:
+                        del hs[hid]
+                if not hs:
+                    del self._handlers[et]
+        for fn in todo:
+            session._handlers.submit(fn, ev, session)
+        q = getattr(session, "_bind_queue", None)
+        if q is not None:
+            q.put(ev)
+
+    def _start_spawn(self, session: VuerSession, init: ClientEvent) -> None:
+        info = init.value if isinstance(init.value, dict) else {}
+        matches = []
+        for fn, filters in self._spawns:
+            if all(info.get(k) is not None and fnmatch.fnmatch(str(info.get(k)), str(p))
+                   for k, p in filters.items()):
+                matches.append(fn)
+        if not matches:
+            return
+        if len(matches) > 1:
+            logger.warning("several spawn functions match %s; running the first (%s)",
+                           info, getattr(matches[0], "__qualname__", matches[0]))
+        t = start_thread(self._run_spawn, f"vuer-spawn:{session.id[:8]}", matches[0], session)
+        session._threads.append(t)
+
+    def _run_spawn(self, fn: Callable[[VuerSession], Any], session: VuerSession) -> None:
+        try:
+            fn(session)
+        except SessionClosed as e:
+            logger.debug("spawn function ended: %s", e)
+            return
+        except Exception:
+            logger.exception("spawn function %s raised; closing session %s with 1011",
+                             getattr(fn, "__qualname__", fn), session.id)
+            session._begin_close(1011, "server error", drain=True)
+            return
+        session.close(1000, "")
+
+    def _run_bind(self, session: VuerSession, inbox: Any) -> None:
+        assert self._bind_fn is not None
+        gen = self._bind_fn(session)
+        try:
+            out = next(gen)
+            while True:
+                while isinstance(out, Frame):
+                    session.send(out.data)
+                    if session.wait_closed(1.0 / max(out.frame_rate, 1e-3)):
+                        return
+                    out = gen.send(NullEvent())
+                if isinstance(out, ServerEvent):
+                    session.send(out)
+                ev = inbox.get()
+                if ev is None:
+                    return
+                out = gen.send(ev)
+        except (StopIteration, SessionClosed):
+            return
+        except Exception:
+            logger.exception("bind generator raised; closing session %s", session.id)
+            session._begin_close(1011, "server error", drain=True)
+        finally:
+            gen.close()
+

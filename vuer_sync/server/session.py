@@ -1,0 +1,354 @@
+"""``VuerSession``: one connected client, as blocking calls.
+
+Scene operations enqueue on the connection's ordered outbox and return at once; ``rpc``,
+``grab_render``, ``till`` and friends block on futures that resolve with the answer, raise
+:class:`~vuer_sync.errors.RPCTimeout` (a ``TimeoutError``), or raise
+:class:`~vuer_sync.errors.SessionClosed` as soon as the client disconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional
+
+from .. import codec
+from .._threads import SerialWorker, start_thread
+from ..errors import ProtocolError, SessionClosed
+from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
+from ..outbox import Outbox
+from ..rpc import PendingTable, wait
+from .ops import SceneOps, message_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..transport import WebSocketConnection
+    from .app import Vuer
+
+logger = logging.getLogger("vuer_sync.session")
+
+__all__ = ["VuerSession"]
+
+
+def _decode_for_merge(payload: bytes) -> Dict[str, Any]:
+    import msgpack
+
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
+class VuerSession(SceneOps):
+    """One connected client (a browser tab or a Python ``VuerClient``).
+
+    Created by the server; your ``spawn`` function receives it::
+
+        @app.spawn(start=True)
+        def main(session: VuerSession):
+            session.set @ DefaultScene(Box(key="box"))
+            event = session.till("CLICK", timeout=10)
+            session.upsert @ Box(key="box", position=[0, 1, 0])
+            session.forever()
+    """
+
+    def __init__(self, app: Vuer, ws: WebSocketConnection, sid: str, environ: Dict[str, Any]):
+        self.app = app
+        self.id = sid
+        self.init: Optional[ClientEvent] = None
+        self.remote_addr: Optional[str] = environ.get("REMOTE_ADDR")
+        self.origin: Optional[str] = environ.get("HTTP_ORIGIN")
+        self._ws = ws
+        self._outbox = Outbox(
+            encode=codec.encode,
+            decode=_decode_for_merge,
+            max_bytes=app.outbox_bytes,
+            policy=app.outbox_policy,
+            block_timeout=app.outbox_timeout,
+        )
+        self._rpc = PendingTable()
+        self._till = PendingTable()
+        self._handlers = SerialWorker(f"vuer-handlers:{sid[:8]}")
+        self._downlink: Deque[ClientEvent] = deque(maxlen=app.queue_len)
+        self._closed = threading.Event()
+        self._state_lock = threading.Lock()
+        self._closing = False
+        self._close_frame = (1000, "")
+        self._atomic = threading.local()
+        self._threads: List[threading.Thread] = []
+        self._reader_done = threading.Event()
+        self._inbound = {"received": 0, "bad_messages": 0, "downlink_dropped": 0}
+        self._sender = start_thread(self._send_loop, f"vuer-sender:{sid[:8]}")
+
+    # -- scene operations (SceneOps provides set/add/upsert/update/remove) ------------------
+
+    def send(self, event: ServerEvent) -> None:
+        """Enqueue one server event and return at once (ordered with everything else).
+
+        Serialisation errors raise here, in the caller; after the client left this raises
+        :class:`~vuer_sync.errors.SessionClosed`.
+        """
+        msg = message_of(event)
+        if msg["etype"] == "NOOP":
+            return
+        self._send_encoded(codec.encode(msg), msg)
+
+    def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]]) -> None:
+        group = getattr(self._atomic, "group", None)
+        if group is not None:
+            if self._outbox.closed is not None:
+                raise SessionClosed(f"connection closed: {self._outbox.closed}")
+            group.append(payload)
+            return
+        try:
+            self._outbox.push(payload, msg)
+        except SessionClosed:
+            self._drop_if_over_budget()
+            raise
+
+    def _drop_if_over_budget(self) -> None:
+        reason = self._outbox.closed or ""
+        if reason.startswith("send queue over budget"):
+            logger.warning("session %s dropped: %s", self.id, reason)
+            self._begin_close(1013, "send queue over budget", drain=False)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Messages sent by this thread inside the block reach the client back to back.
+
+        Nestable; other threads' messages go before or after the group, never inside it.
+        What was queued is still sent if the block raises. Blocking calls (``rpc``,
+        ``flush``...) are not allowed inside.
+        """
+        st = self._atomic
+        depth = getattr(st, "depth", 0)
+        if depth == 0:
+            st.group = []
+        st.depth = depth + 1
+        try:
+            yield
+        finally:
+            st.depth -= 1
+            if st.depth == 0:
+                group, st.group = st.group, None
+                if group:
+                    try:
+                        self._outbox.push_group(group)
+                    except SessionClosed:
+                        self._drop_if_over_budget()
+                        raise
+
+    def _no_atomic(self, what: str) -> None:
+        if getattr(self._atomic, "group", None) is not None:
+            raise RuntimeError(f"{what} would wait for messages held back by atomic()")
+
+    def flush(self, timeout: Optional[float] = 10.0) -> None:
+        """Block until everything sent so far is written to the socket."""
+        self._no_atomic("flush()")
+        self._outbox.wait_written(timeout=timeout)
+
+    # -- blocking calls -------------------------------------------------------------------
+
+    def rpc(self, event: ServerRPC, ttl: Optional[float] = 2.0) -> ClientEvent:
+        """Send a request and block for the client's answer (an event with ``etype ==
+        event.rtype``). The request travels behind every message sent before it."""
+        if not isinstance(event, ServerRPC):
+            raise TypeError(f"rpc() takes a ServerRPC, got {type(event).__name__}")
+        self._no_atomic("rpc()")
+        fut = self._rpc.register(event.rtype)
+        try:
+            self.send(event)
+            return wait(fut, ttl, f"{event.etype} request to session {self.id}")
+        finally:
+            self._rpc.discard(event.rtype, fut)
+
+    def grab_render(self, ttl: Optional[float] = 2.0, **kwargs: Any) -> ClientEvent:
+        """Vuer's ``grab_render``: returns the response event; ``value["frame"]`` is JPEG bytes.
+
+        ``key`` selects the responder (``"DEFAULT"`` = the ``GrabRender`` element); other
+        arguments (``quality``, ``downsample``, alias ``subsample``) go in the request data.
+        The scene needs a ``GrabRender`` element (see :meth:`get_render`, which adds it).
+        """
+        return self.rpc(GrabRender(**kwargs), ttl=ttl)
+
+    def get_webxr_mesh(self, key: str = "webxr-mesh", ttl: Optional[float] = 2.0) -> ClientEvent:
+        """Ask the client's ``WebXRMesh`` component for the meshes detected in AR."""
+        return self.rpc(GetWebXRMesh(key=key), ttl=ttl)
+
+    def till(self, etype: str, timeout: Optional[float] = None) -> ClientEvent:
+        """Block until this session's next event of type ``etype`` (``INIT``: its own INIT)."""
+        if etype == INIT and self.init is not None:
+            return self.init
+        self._no_atomic("till()")
+        fut = self._till.register(etype)
+        try:
+            return wait(fut, timeout, f"till({etype!r}) on session {self.id}")
+        finally:
+            self._till.discard(etype, fut)
+
+    def forever(self) -> None:
+        """Block until the client disconnects (or the server stops)."""
+        self._closed.wait()
+
+    def wait_closed(self, timeout: Optional[float] = None) -> bool:
+        return self._closed.wait(timeout)
+
+    # -- background work ------------------------------------------------------------------
+
+    def spawn_task(self, fn: Callable[..., Any], *args: Any, name: Optional[str] = None
+                   ) -> threading.Thread:
+        """Run ``fn(*args)`` on a thread tied to this session: it can watch
+        ``session.closed`` and is joined when the session ends."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except SessionClosed:
+                logger.debug("task %s ended: session closed", name or fn)
+            except Exception:
+                logger.exception("task %s of session %s raised", name or fn, self.id)
+
+        t = start_thread(run, name or f"vuer-task:{self.id[:8]}")
+        self._threads.append(t)
+        return t
+
+    # -- received events (Vuer's downlink queue) ------------------------------------------
+
+    def popleft(self) -> ClientEvent:
+        return self._downlink.popleft()
+
+    def pop(self) -> ClientEvent:
+        return self._downlink.pop()
+
+    def clear(self) -> None:
+        self._downlink.clear()
+
+    def stream(self) -> Iterator[ClientEvent]:
+        """Yield and remove the buffered received events, oldest first."""
+        while self._downlink:
+            yield self._downlink.popleft()
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the client left or the session is closing."""
+        return self._closed.is_set()
+
+    @property
+    def connected(self) -> bool:
+        return not self._closed.is_set()
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """Counters: sent, coalesced, bytes_sent, depth, pending_bytes, dropped (by reason),
+        received, bad_messages, downlink_dropped."""
+        s = self._outbox.snapshot_stats()
+        s.update(self._inbound)
+        return s
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection after what is queued has been written."""
+        self._begin_close(code, reason, drain=True)
+
+    def __repr__(self) -> str:
+        client = (self.init.value or {}).get("client") if self.init is not None and isinstance(
+            self.init.value, dict) else None
+        return f"<VuerSession {self.id[:8]} client={client} {'closed' if self.closed else 'open'}>"
+
+    # -- internals: lifecycle -------------------------------------------------------------
+
+    def _begin_close(self, code: int, reason: str, drain: bool) -> None:
+        with self._state_lock:
+            if self._closing:
+                if not drain:
+                    self._outbox.close(reason or "closed", drain=False)
+                return
+            self._closing = True
+            self._close_frame = (code, reason)
+        self._outbox.close(reason or f"closed by server ({code})", drain=drain)
+        self._closed.set()
+        exc = SessionClosed(f"session {self.id} closed by the server ({code} {reason})".strip())
+        self._rpc.close(exc)
+        self._till.close(exc)
+
+    def _on_disconnect(self, why: str) -> None:
+        """The reader saw the connection end (peer close, error or EOF)."""
+        self._reader_done.set()
+        with self._state_lock:
+            self._closing = True
+        self._outbox.close(why, drain=False)
+        self._closed.set()
+        exc = SessionClosed(f"session {self.id}: {why}")
+        self._rpc.close(exc)
+        self._till.close(exc)
+
+    def _threads_to_join(self) -> List[threading.Thread]:
+        ts = [self._sender, *self._threads]
+        h = self._handlers.stop()
+        if h is not None:
+            ts.append(h)
+        return ts
+
+    # -- internals: sender thread ---------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        ws = self._ws
+        interval = self.app.ping_interval
+        ping_sent_at: Optional[float] = None
+        next_ping = time.monotonic() + interval if interval else None
+        try:
+            while True:
+                timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
+                batch = self._outbox.pop_batch(timeout=timeout)
+                if batch is None:
+                    break
+                if batch:
+                    ws.send_many([m.payload for m in batch])
+                    self._outbox.mark_written(batch)
+                    continue
+                now = time.monotonic()
+                if next_ping is not None and now >= next_ping:
+                    if ping_sent_at is not None and ws.last_received < ping_sent_at:
+                        logger.warning("session %s: no answer to keepalive ping for %.0f s",
+                                       self.id, now - ping_sent_at)
+                        self._begin_close(1011, "keepalive timeout", drain=False)
+                        break
+                    ws.ping(b"vs")
+                    ping_sent_at = now
+                    next_ping = now + interval
+        except OSError as e:
+            logger.info("session %s: send failed: %s", self.id, e)
+            self._on_disconnect(f"send failed: {e}")
+        except Exception as e:  # ConnectionClosed from the transport
+            logger.debug("session %s: sender stopped: %r", self.id, e)
+            self._on_disconnect(f"connection closed: {e}")
+        finally:
+            code, reason = self._close_frame
+            if not self._reader_done.is_set():
+                try:
+                    ws.close(code, reason)
+                except Exception:
+                    pass
+                if not self._reader_done.wait(1.0):
+                    ws.abort()
+
+    # -- internals: inbound ---------------------------------------------------------------
+
+    def _on_message(self, data: Any) -> None:
+        """Reader thread: decode one frame and hand it to the app's dispatcher."""
+        self._inbound["received"] += 1
+        try:
+            msg = codec.decode(data)
+        except ProtocolError as e:
+            self._inbound["bad_messages"] += 1
+            n = self._inbound["bad_messages"]
+            if n <= 10 or n % 1000 == 0:
+                logger.warning("session %s: ignored bad message #%d: %s", self.id, n, e)
+            return
+        ev = ClientEvent.from_dict(msg)
+        self.app._dispatch(self, ev)
+
+    def _remember(self, ev: ClientEvent) -> None:
+        if len(self._downlink) == self._downlink.maxlen:
+            self._inbound["downlink_dropped"] += 1
+        self._downlink.append(ev)
