@@ -235,3 +235,20 @@ def test_server_dying_mid_message_ends_cleanly(no_thread_leak):
     assert [e.etype for e in events] == ["OK"] and time.monotonic() - t0 < 5
     assert c.last_error is not None
     c.close()
+
+
+def test_client_certificate_tls(tmp_path, no_thread_leak):
+    cert, key = make_cert(tmp_path)
+    got = []
+    with Vuer(port=0, cert=cert, key=key, ca_cert=cert) as app:  # client certs required
+        app.add_handler("HELLO", lambda ev, s: got.append(ev.value))
+        no_cert = VuerClient(f"wss://localhost:{app.port}", ssl_verify=False, connect_timeout=3)
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            no_cert.connect()  # the server refuses the TLS handshake (or the upgrade after it)
+            no_cert.send(Hello(value="no-cert"), timeout=2)
+        no_cert.close()
+        with VuerClient(f"wss://localhost:{app.port}", ssl_verify=False,
+                        sslopt={"certfile": cert, "keyfile": key}) as c:
+            c.send(Hello(value="with-cert"))
+        assert wait_until(lambda: "with-cert" in got)
+    assert "no-cert" not in got

@@ -42,8 +42,8 @@ def _default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, np.generic):  # every numpy scalar, np.bool_ and np.str_ included
         return obj.item()
-    serialize = getattr(obj, "serialize", None)
-    if callable(serialize):  # schema elements nested in event data
+    serialize = getattr(obj, "serialize", None) or getattr(obj, "_serialize", None)
+    if callable(serialize):  # schema elements (ours, or the vuer package's) in event data
         return serialize()
     if isinstance(obj, PurePath):
         return str(obj)

@@ -52,9 +52,10 @@ _MISSING = object()
 
 def serialize(x: Any) -> Any:
     """Vuer's ``serializer``: elements to dicts; lists/tuples element-wise; the rest unchanged."""
-    ser = getattr(x, "serialize", None)
-    if ser is not None and callable(ser) and not isinstance(x, type):
-        return ser()
+    if not isinstance(x, type):
+        ser = getattr(x, "serialize", None) or getattr(x, "_serialize", None)  # ours or vuer's
+        if ser is not None and callable(ser):
+            return ser()
     if isinstance(x, (list, tuple)):
         return [serialize(i) for i in x]
     return x

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
-from ..events import Add, Remove, ServerEvent, Set, Update, Upsert, serialize
+from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
+from ..schemas import scene_for_set
 
 __all__ = ["At", "SceneOps", "set_event"]
-
-_CONTAINERS = ("children", "rawChildren", "htmlChildren", "bgChildren")
 
 
 def set_event(scene: Any) -> Set:
     """A ``SET`` whose scene lists are explicit, so the web client's shallow merge replaces
     them (Vuer omits empty lists, so ``set @ Scene()`` does not clear a populated scene)."""
-    data = serialize(scene)
-    if isinstance(data, dict):
-        data = dict(data)
-        for name in _CONTAINERS:
-            data.setdefault(name, [])
-    return Set(data)
+    return Set(scene_for_set(scene))
 
 
 class At:
