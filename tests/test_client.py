@@ -11,11 +11,12 @@ import time
 import msgpack
 import pytest
 
-from conftest import wait_until
 from vuer_sync import SessionClosed, Vuer, VuerClient, codec
 from vuer_sync.client import client_info
 from vuer_sync.events import ClientEvent
 from vuer_sync.transport.frames import encode_header
+
+from conftest import wait_until
 
 
 class Hello(ClientEvent):

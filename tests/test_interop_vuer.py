@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from conftest import require, wait_until
 from vuer_sync import SessionClosed, VuerClient
 from vuer_sync.events import ClientEvent, ServerRPC
+
+from conftest import require, wait_until
 
 pytestmark = pytest.mark.interop
 

@@ -10,10 +10,11 @@ import msgpack
 import pytest
 import websocket
 
-from conftest import our_threads, wait_until
-from helpers import raw_client, recv_close_code, recv_msg
 from vuer_sync import SessionClosed, Vuer, VuerClient, codec
 from vuer_sync.events import ClientEvent, ServerRPC
+
+from conftest import our_threads, wait_until
+from helpers import raw_client, recv_close_code, recv_msg
 
 
 class Hello(ClientEvent):
