@@ -7,12 +7,16 @@ blocks until the event is written; ``recv()`` and ``for event in client`` read s
 >>> from vuer_sync.events import ClientEvent
 >>> class Hello(ClientEvent):
 ...     etype = "HELLO"
->>> with Vuer(port=0) as app:
+>>> with Vuer(port=0) as app:  # doctest: +ELLIPSIS
 ...     seen = []
 ...     _ = app.add_handler("HELLO", lambda ev, s: seen.append(ev.value))
 ...     with VuerClient(f"ws://localhost:{app.port}") as client:
 ...         client.send(Hello(value="hi"))
 ...         app.wait_for_session(5).flush()
+Vuer server (vuer_sync ...)
+...
+>>> seen
+['hi']
 """
 
 from __future__ import annotations

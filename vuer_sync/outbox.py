@@ -122,8 +122,10 @@ class Outbox:
         self._seq = 0
         self._written_seq = 0
         self._pending_bytes = 0
+        self._in_flight = 0  # taken by the sender, not yet reported written
         self._closed: Optional[str] = None
         self._drain_then_close = False
+        # queued == sent + coalesced + depth + in_flight + sum(dropped.values())
         self.stats: Dict[str, Any] = {
             "queued": 0,  # messages accepted by push (before coalescing)
             "sent": 0,  # frames written to the socket
@@ -267,6 +269,7 @@ class Outbox:
                     del self._index[m.ckey]
                 batch.append(m)
                 size += m.nbytes
+            self._in_flight += len(batch)
             return batch
 
     def requeue_front(self, batch: List[OutMessage]) -> None:
@@ -276,8 +279,20 @@ class Outbox:
             if self._closed is not None and not self._drain_then_close:
                 return
             self._queue.extendleft(reversed(batch))
+            self._in_flight -= len(batch)
             self._clear_index()
             self._has_data.notify()
+
+    def abandon(self, batch: List[OutMessage], reason: str) -> None:
+        """Frames taken by :meth:`pop_batch` could not be written: count them dropped."""
+        if not batch:
+            return
+        with self._lock:
+            self._in_flight -= len(batch)
+            self._pending_bytes -= sum(m.nbytes for m in batch)
+            d = self.stats["dropped"]
+            d[reason] = d.get(reason, 0) + len(batch)
+            self._written.notify_all()
 
     def wake(self) -> None:
         """Wake a sender waiting in :meth:`pop_batch` (it then gets ``[]``)."""
@@ -291,6 +306,7 @@ class Outbox:
         n = sum(m.nbytes for m in batch)
         with self._lock:
             self._pending_bytes -= n
+            self._in_flight -= len(batch)
             self._written_seq = batch[-1].seq
             self.stats["sent"] += len(batch)
             self.stats["bytes_sent"] += n
@@ -346,5 +362,6 @@ class Outbox:
             s = dict(self.stats)
             s["dropped"] = dict(self.stats["dropped"])
             s["depth"] = len(self._queue)
+            s["in_flight"] = self._in_flight
             s["pending_bytes"] = self._pending_bytes
             return s

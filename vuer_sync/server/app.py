@@ -26,6 +26,7 @@ from . import http
 from .config import env_bool, env_int, env_str
 from .serving import HttpServer
 from .session import VuerSession
+from .shared import SharedScene
 
 logger = logging.getLogger("vuer_sync.server")
 
@@ -54,6 +55,25 @@ def _check_plain(fn: Callable[..., Any], what: str) -> None:
         )
 
 
+_SUMMED = ("queued", "sent", "coalesced", "bytes_sent", "received", "bad_messages",
+           "downlink_dropped")
+
+
+def _add_stats(total: Dict[str, Any], st: Dict[str, Any]) -> None:
+    for k in _SUMMED:
+        total[k] = total.get(k, 0) + st.get(k, 0)
+    dropped = total.setdefault("dropped", {})
+    for reason, n in st.get("dropped", {}).items():
+        dropped[reason] = dropped.get(reason, 0) + n
+
+
+def _matches(init: ClientEvent, filters: Dict[str, Any]) -> bool:
+    """Vuer's spawn filter: every ``k=pattern`` globs the INIT field ``k`` (which must exist)."""
+    info = init.value if isinstance(init.value, dict) else {}
+    return all(info.get(k) is not None and fnmatch.fnmatch(str(info.get(k)), str(p))
+               for k, p in filters.items())
+
+
 class Vuer:
     """The Vuer server as plain blocking Python.
 
@@ -64,7 +84,9 @@ class Vuer:
     ... def main(session):
     ...     session.set @ Box(key="box")
     ...     session.forever()
-    >>> _ = app.start(block=False)   # returns once the port is bound
+    >>> _ = app.start(block=False)   # prints the banner, returns once the port is bound
+    Vuer server (vuer_sync ...)
+    ...
     >>> app.port > 0
     True
     >>> app.stop()
@@ -160,6 +182,8 @@ class Vuer:
         self._on_disconnect: List[Callable[[VuerSession], Any]] = []
         self.client_root = http.client_build_dir()
         self.flask = self._make_flask()
+        self.scene = SharedScene(self)
+        self._ended_stats: Dict[str, Any] = {"sessions_ended": 0}
 
     # -- configuration helpers ------------------------------------------------------------
 
@@ -302,20 +326,67 @@ class Vuer:
         with self._lock:
             return list(self._sessions.values())
 
-    def wait_for_session(self, timeout: Optional[float] = None) -> VuerSession:
-        """Block until a client has connected and sent its INIT; return its session."""
+    def wait_for_session(self, timeout: Optional[float] = None, **filters: Any) -> VuerSession:
+        """Block until a client whose INIT matches ``filters`` (glob patterns, e.g.
+        ``client="browser"``) is connected; return its session (the oldest such).
+
+        Raises :class:`~vuer_sync.errors.RPCTimeout` after ``timeout`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._session_cv:
             while True:
                 for s in self._sessions.values():
-                    if s.init is not None and not s.closed:
+                    if s.init is not None and not s.closed and _matches(s.init, filters):
                         return s
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     from ..errors import RPCTimeout
 
-                    raise RPCTimeout(f"no client connected within {timeout} s")
+                    which = f" matching {filters}" if filters else ""
+                    raise RPCTimeout(f"no client{which} connected within {timeout} s")
                 self._session_cv.wait(left)
+
+    def get_render(self, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
+        """``get_render`` on the first connected browser, waiting up to ``timeout`` s for one
+        to connect (``RPCTimeout`` with a clear message if none does). See
+        :meth:`VuerSession.get_render`."""
+        t0 = time.monotonic()
+        session = self.wait_for_session(timeout, client="browser")
+        left = max(0.1, timeout - (time.monotonic() - t0))
+        return session.get_render(*args, timeout=left, **kwargs)
+
+    def broadcast(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
+        """Send an event to every connected client (except ``exclude``); scene events also
+        update the shared scene (same as ``app.scene.send``)."""
+        self.scene.send(event, exclude=exclude)
+
+    def flush(self, timeout: Optional[float] = 10.0) -> None:
+        """Block until every client has been written everything queued for it so far."""
+        for s in self.sessions:
+            try:
+                s.flush(timeout)
+            except SessionClosed:
+                pass
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """Totals over connected and ended sessions: sent, coalesced, bytes_sent, queued,
+        received, bad_messages, dropped (by reason), plus ``sessions`` connected now."""
+        with self._lock:
+            total: Dict[str, Any] = {k: v for k, v in self._ended_stats.items()
+                                     if k != "dropped"}
+            total["dropped"] = dict(self._ended_stats.get("dropped", {}))
+            live = list(self._sessions.values())
+        for s in live:
+            _add_stats(total, s.stats)
+        total["sessions"] = len(live)
+        return total
+
+    def _count_ended(self, session: VuerSession) -> None:
+        st = session.stats
+        with self._lock:
+            _add_stats(self._ended_stats, st)
+            self._ended_stats["sessions_ended"] += 1
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -504,6 +575,7 @@ class Vuer:
         with self._lock:
             self._sessions[session.id] = session
             self._session_cv.notify_all()
+        self.scene._join(session)  # the current shared scene first, then live updates
         logger.info("session %s connected from %s", session.id, session.remote_addr)
         for cb in self._on_connect:
             session._handlers.submit(cb, session)
@@ -527,6 +599,7 @@ class Vuer:
             logger.exception("session %s: reader failed", session.id)
             why = "reader error"
         finally:
+            self.scene._leave(session)
             session._on_disconnect(why)
             if bind_queue is not None:
                 bind_queue.put(None)
@@ -534,6 +607,7 @@ class Vuer:
             conn.abort()
             for cb in self._on_disconnect:
                 session._handlers.submit(cb, session)
+            self._count_ended(session)
             with self._lock:
                 self._sessions.pop(session.id, None)
                 # joined by stop() if still running then (spawn functions, handlers, tasks)
@@ -573,11 +647,7 @@ class Vuer:
 
     def _start_spawn(self, session: VuerSession, init: ClientEvent) -> None:
         info = init.value if isinstance(init.value, dict) else {}
-        matches = []
-        for fn, filters in self._spawns:
-            if all(info.get(k) is not None and fnmatch.fnmatch(str(info.get(k)), str(p))
-                   for k, p in filters.items()):
-                matches.append(fn)
+        matches = [fn for fn, filters in self._spawns if _matches(init, filters)]
         if not matches:
             return
         if len(matches) > 1:

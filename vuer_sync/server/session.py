@@ -13,7 +13,17 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+)
 
 from .. import codec
 from .._threads import SerialWorker, start_thread
@@ -77,6 +87,10 @@ class VuerSession(SceneOps):
         self._threads: List[threading.Thread] = []
         self._reader_done = threading.Event()
         self._inbound = {"received": 0, "bad_messages": 0, "downlink_dropped": 0}
+        self._scene_epoch = 0  # bumped by every SET: responders added earlier are gone
+        self._grab_render_epoch = -1
+        self._render_camera_epoch = -1
+        self._last_write = 0.0  # monotonic time the sender last wrote a batch
         self._sender = start_thread(self._send_loop, f"vuer-sender:{sid[:8]}")
 
     # -- scene operations (SceneOps provides set/add/upsert/update/remove) ------------------
@@ -88,8 +102,11 @@ class VuerSession(SceneOps):
         :class:`~vuer_sync.errors.SessionClosed`.
         """
         msg = message_of(event)
-        if msg["etype"] == "NOOP":
+        etype = msg["etype"]
+        if etype == "NOOP":
             return
+        if etype == "SET":
+            self._scene_epoch += 1
         self._send_encoded(codec.encode(msg), msg)
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]]) -> None:
@@ -169,6 +186,53 @@ class VuerSession(SceneOps):
         The scene needs a ``GrabRender`` element (see :meth:`get_render`, which adds it).
         """
         return self.rpc(GrabRender(**kwargs), ttl=ttl)
+
+    def get_render(
+        self,
+        width: Optional[int] = None,
+        height: Optional[int] = None,
+        *,
+        position: Optional[Sequence[float]] = None,
+        wxyz: Optional[Sequence[float]] = None,
+        look_at: Optional[Sequence[float]] = None,
+        fov: Optional[float] = None,
+        quality: float = 0.9,
+        downsample: int = 1,
+        depth: bool = False,
+        near: float = 0.1,
+        far: float = 100.0,
+        timeout: float = 10.0,
+        settle: float = 0.05,
+    ) -> Any:
+        """Block until the browser renders a frame; return it as ``uint8`` ``(H, W, 3)``.
+
+        Without a camera pose the frame is the main canvas, exactly what the user sees
+        (``downsample`` divides its size; ``width``/``height`` rescale it). A ``GrabRender``
+        element is added to the scene if this session has none yet.
+
+        With ``position`` (and ``wxyz`` as ``(w, x, y, z)``, or ``look_at`` a point), ``fov``
+        (vertical, degrees) and ``width``/``height``, an off-screen ``CameraView`` renders
+        from that pose: **the user's own view does not move** (the helper camera's frustum
+        and previews are hidden). ``depth=True`` also returns the depth frame the web client
+        sends (8-bit JPEG, ``(H, W)``), as ``(rgb, depth)``.
+
+        The frame reflects every scene message sent before the call: the request travels
+        behind them, and the call waits ``settle`` s after the last one was written so the
+        browser has drawn it. Raises :class:`~vuer_sync.errors.RPCTimeout` if no frame comes
+        within ``timeout`` s, :class:`~vuer_sync.errors.SessionClosed` if the browser leaves,
+        ``ValueError`` naming what arrived if it is not a JPEG.
+
+        Example (needs a browser on the session)::
+
+            rgb = session.get_render()                                   # the user's view
+            rgb = session.get_render(640, 480, position=[2, 1, 2], look_at=[0, 0, 0], fov=60)
+        """
+        from .render import get_render
+
+        self._no_atomic("get_render()")
+        return get_render(self, width, height, position=position, wxyz=wxyz, look_at=look_at,
+                          fov=fov, quality=quality, downsample=downsample, depth=depth,
+                          near=near, far=far, timeout=timeout, settle=settle)
 
     def get_webxr_mesh(self, key: str = "webxr-mesh", ttl: Optional[float] = 2.0) -> ClientEvent:
         """Ask the client's ``WebXRMesh`` component for the meshes detected in AR."""
@@ -296,6 +360,7 @@ class VuerSession(SceneOps):
         interval = self.app.ping_interval
         ping_sent_at: Optional[float] = None
         next_ping = time.monotonic() + interval if interval else None
+        batch: Any = None
         try:
             while True:
                 timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
@@ -304,7 +369,9 @@ class VuerSession(SceneOps):
                     break
                 if batch:
                     ws.send_many([m.payload for m in batch])
+                    self._last_write = time.monotonic()
                     self._outbox.mark_written(batch)
+                    batch = None
                     continue
                 now = time.monotonic()
                 if next_ping is not None and now >= next_ping:
@@ -318,9 +385,11 @@ class VuerSession(SceneOps):
                     next_ping = now + interval
         except OSError as e:
             logger.info("session %s: send failed: %s", self.id, e)
+            self._outbox.abandon(batch, "send failed")
             self._on_disconnect(f"send failed: {e}")
         except Exception as e:  # ConnectionClosed from the transport
             logger.debug("session %s: sender stopped: %r", self.id, e)
+            self._outbox.abandon(batch, "connection closed")
             self._on_disconnect(f"connection closed: {e}")
         finally:
             code, reason = self._close_frame

@@ -1,0 +1,124 @@
+"""``app.scene``: one scene shared by every client, replayed to clients that join later."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+
+import msgpack
+
+from .. import codec
+from ..errors import SessionClosed
+from ..events import ServerEvent, Set
+from ..scene import SceneGraph
+from .ops import SceneOps, message_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import Vuer
+    from .session import VuerSession
+
+__all__ = ["SharedScene"]
+
+
+class SharedScene(SceneOps):
+    """The same operations as a session (``set/add/upsert/update/remove @ ...``), applied to
+    every connected client and kept in a server-side :class:`~vuer_sync.scene.SceneGraph`.
+
+    A client that connects later (or reloads its page) first receives the current scene as
+    one ``SET``, then the live updates. The cost of a late join is proportional to the
+    current scene, not to its history. Messages are encoded once and the same bytes are
+    queued on every client's outbox (each client coalesces on its own if it falls behind).
+
+    >>> from vuer_sync import Vuer
+    >>> from vuer_sync.schemas import Box
+    >>> app = Vuer(port=0)
+    >>> app.scene.upsert @ Box(key="box", position=[0, 1, 0])   # no client needed
+    >>> app.scene.graph.find("box")["position"]
+    [0, 1, 0]
+    """
+
+    def __init__(self, app: Vuer):
+        self._app = app
+        self._lock = threading.RLock()
+        self._atomic = threading.local()
+        self._subscribers: List[VuerSession] = []
+        self.graph = SceneGraph()
+
+    def send(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
+        """Broadcast one event (scene events are also applied to the shared graph).
+
+        ``exclude``: a session not to send it to (an event relayed from one client to
+        the others is not echoed back to it).
+        """
+        msg = message_of(event)
+        if msg["etype"] == "NOOP":
+            return
+        payload = codec.encode(msg)
+        decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        group = getattr(self._atomic, "group", None)
+        with self._lock:
+            self.graph.apply(decoded)
+            if group is not None:
+                group.append((payload, exclude))
+                return
+            for s in self._subscribers:
+                if s is not exclude:
+                    try:
+                        s._send_encoded(payload, msg)
+                    except SessionClosed:
+                        pass  # that client is leaving; the others go on
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Messages broadcast by this thread inside the block reach each client back to back
+        (nestable; released, and what was queued still sent, if the block raises)."""
+        st = self._atomic
+        depth = getattr(st, "depth", 0)
+        if depth == 0:
+            st.group = []
+        st.depth = depth + 1
+        try:
+            yield
+        finally:
+            st.depth -= 1
+            if st.depth == 0:
+                group: List[Tuple[bytes, Any]] = st.group
+                st.group = None
+                if group:
+                    with self._lock:
+                        for s in self._subscribers:
+                            try:
+                                s._outbox.push_group([p for p, ex in group if ex is not s])
+                            except SessionClosed:
+                                s._drop_if_over_budget()
+
+    def flush(self, timeout: Optional[float] = 10.0) -> None:
+        """Block until every client has been written what was broadcast so far."""
+        for s in list(self._subscribers):
+            try:
+                s.flush(timeout)
+            except SessionClosed:
+                pass
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The current shared scene as ``SET`` data."""
+        with self._lock:
+            return msgpack.unpackb(codec.encode(self.graph.snapshot()), raw=False,
+                                   strict_map_key=False)
+
+    # -- membership (called by the server) ------------------------------------------------
+
+    def _join(self, session: VuerSession) -> None:
+        with self._lock:
+            if self.graph.used:
+                msg = Set(self.graph.snapshot()).serialize()
+                session._send_encoded(codec.encode(msg), msg)
+            self._subscribers.append(session)
+
+    def _leave(self, session: VuerSession) -> None:
+        with self._lock:
+            try:
+                self._subscribers.remove(session)
+            except ValueError:
+                pass
