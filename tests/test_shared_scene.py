@@ -6,11 +6,12 @@ import time
 
 import pytest
 
-from conftest import wait_until
-from helpers import raw_client, recv_msg
 from vuer_sync.events import ServerEvent
 from vuer_sync.scene import SceneGraph
 from vuer_sync.schemas import Box, Group, Scene, Sphere
+
+from conftest import wait_until
+from helpers import raw_client, recv_msg
 
 
 def test_graph_follows_the_web_client_store():

@@ -135,7 +135,11 @@ class NullEvent(ClientEvent):
 
 
 class ServerEvent(Event):
-    """An event sent by the server to a client: ``{"ts", "data", "etype", ...extras}``."""
+    """An event sent by the server to a client: ``{"ts", "data", "etype", ...extras}``.
+
+    A subclass may define ``redundancy_key(self) -> str | None`` (viser's idea): while a
+    message with that key is still queued for a client, a newer one replaces it.
+    """
 
     etype: str = "SERVER_EVENT"
 

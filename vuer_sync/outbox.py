@@ -150,20 +150,28 @@ class Outbox:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
-    def push(self, payload: bytes, msg: Optional[Dict[str, Any]] = None) -> int:
+    def push(self, payload: bytes, msg: Optional[Dict[str, Any]] = None,
+             redundancy_key: Optional[str] = None) -> int:
         """Queue one encoded frame; returns its sequence number (for :meth:`wait_written`).
 
         ``msg`` is the message map ``payload`` was encoded from, if the caller has it: it is
-        only used to decide whether the message may coalesce.
+        only used to decide whether the message may coalesce. ``redundancy_key`` (viser's
+        idea): a queued, unsent message with the same key is *replaced* by this one.
         """
-        ckey = coalesce_key(msg if msg is not None else self._peek(payload))
+        if redundancy_key is not None:
+            ckey: Optional[CoalesceKey] = ("=", (f"={redundancy_key}",))
+        else:
+            ckey = coalesce_key(msg if msg is not None else self._peek(payload))
         with self._lock:
             self._check_open()
             self.stats["queued"] += 1
             if ckey is not None:
                 prev = self._index.get(ckey)
                 if prev is not None:
-                    self._merge_into(prev, payload)
+                    if ckey[0] == "=":
+                        self._replace(prev, payload)
+                    else:
+                        self._merge_into(prev, payload)
                     return self._seq
             self._wait_for_space(len(payload))
             return self._append(payload, ckey)
@@ -214,6 +222,13 @@ class Outbox:
     def _clear_index(self) -> None:
         self._index.clear()
         self._key_owner.clear()
+
+    def _replace(self, prev: OutMessage, payload: bytes) -> None:
+        self._pending_bytes += len(payload) - prev.nbytes
+        prev.payload = payload
+        prev.nbytes = len(payload)
+        prev.merged += 1
+        self.stats["coalesced"] += 1
 
     def _merge_into(self, prev: OutMessage, payload: bytes) -> None:
         merged = self._encode(_merge(self._decode(prev.payload), self._decode(payload)))

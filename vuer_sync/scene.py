@@ -22,7 +22,8 @@ logger = logging.getLogger("vuer_sync.scene")
 
 __all__ = ["CONTAINERS", "SceneGraph"]
 
-CONTAINERS = ("children", "rawChildren", "htmlChildren", "bgChildren")
+# the web client's findByKey searches the scene lists in this order
+CONTAINERS = ("children", "bgChildren", "htmlChildren", "rawChildren")
 
 
 def _initial() -> Dict[str, Any]:

@@ -170,6 +170,7 @@ class Vuer:
 
         self._handlers: Dict[str, Dict[int, Tuple[Handler, bool]]] = {}
         self._handler_ids = 0
+        self._registered: Dict[type, List[Any]] = {}
         self._spawns: List[Tuple[Callable[[VuerSession], Any], Dict[str, Any]]] = []
         self._bind_fn: Optional[Callable[[VuerSession], Any]] = None
         self._lock = threading.RLock()
@@ -257,6 +258,28 @@ class Vuer:
 
             return decorator
         return register(fn)
+
+    def register_handler(self, message_cls: type, callback: Callable[[VuerSession, Any], Any]
+                         ) -> None:
+        """viser-style: call ``callback(session, event)`` for every event of the
+        ``ClientEvent`` subclass ``message_cls`` (matched by its ``etype``)."""
+        etype = getattr(message_cls, "etype", None)
+        if not isinstance(etype, str):
+            raise TypeError("register_handler takes a ClientEvent subclass with an etype")
+        cleanup = self.add_handler(etype, lambda ev, s: callback(s, ev))
+        self._registered.setdefault(message_cls, []).append((callback, cleanup))
+
+    def unregister_handler(self, message_cls: type,
+                           callback: Optional[Callable[[VuerSession, Any], Any]] = None) -> None:
+        """Remove ``callback`` (or every callback) registered for ``message_cls``."""
+        kept = []
+        for cb, cleanup in self._registered.pop(message_cls, []):
+            if callback is None or cb is callback:
+                cleanup()
+            else:
+                kept.append((cb, cleanup))
+        if kept:
+            self._registered[message_cls] = kept
 
     def spawn(self, fn: Optional[Callable[[VuerSession], Any]] = None, start: bool = False,
               **filters: Any) -> Any:
@@ -523,12 +546,47 @@ class Vuer:
         def relay() -> Response:
             return self._relay()
 
+        @app.route("/download/<token>/<path:filename>")
+        def download(token: str, filename: str) -> Response:
+            return self._serve_download(token)
+
         return app
 
     def _cors_allows(self, origin: str) -> bool:
         allowed = [o.strip() for o in (self.cors or "").split(",") if o.strip()]
         return "*" in allowed or origin in allowed or http.origin_allowed(
             origin, request.headers.get("Host"), self.allowed_origins)
+
+    def _offer_download(self, filename: str, content: bytes, chunk_size: int) -> str:
+        import secrets
+        from urllib.parse import quote
+
+        token = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._lock:
+            self._downloads = {t: d for t, d in getattr(self, "_downloads", {}).items()
+                               if d[3] > now}  # forget offers nobody took within 10 min
+            self._downloads[token] = (filename, content, max(1, int(chunk_size)), now + 600)
+        return f"/download/{token}/{quote(filename)}"
+
+    def _serve_download(self, token: str) -> Response:
+        import mimetypes
+
+        with self._lock:
+            offer = getattr(self, "_downloads", {}).pop(token, None)  # one-time
+        if offer is None:
+            return Response("no such download\n", status=404, mimetype="text/plain")
+        filename, content, chunk, _ = offer
+
+        def chunks() -> Any:
+            for i in range(0, len(content), chunk):
+                yield content[i:i + chunk]
+
+        ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        resp = Response(chunks(), mimetype=ctype)
+        resp.headers["Content-Length"] = str(len(content))
+        resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return resp
 
     def _relay(self) -> Response:
         if not http.token_ok(self.token):
@@ -629,6 +687,12 @@ class Vuer:
             self._start_spawn(session, ev)
         session._till.resolve(et, ev)
         session._remember(ev)
+        if et == "CAMERA_MOVE":
+            session.camera._on_move(ev)
+        if session._key_handlers:
+            hook = session._key_handlers.get((et, getattr(ev, "key", None)))
+            if hook is not None:
+                session._handlers.submit(hook, ev)
         with self._lock:
             hs = self._handlers.get(et)
             todo = []

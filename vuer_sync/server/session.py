@@ -31,6 +31,7 @@ from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
 from ..outbox import Outbox
 from ..rpc import PendingTable, wait
+from .handles import CameraHandle, NotificationHandle, file_download_js, run_javascript
 from .ops import SceneOps, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,6 +92,10 @@ class VuerSession(SceneOps):
         self._grab_render_epoch = -1
         self._render_camera_epoch = -1
         self._last_write = 0.0  # monotonic time the sender last wrote a batch
+        self._key_handlers: Dict[Any, Callable[[ClientEvent], Any]] = {}
+        host = environ.get("HTTP_HOST") or f"localhost:{app.port}"
+        self.base_url = f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
+        self.camera = CameraHandle(self)
         self._sender = start_thread(self._send_loop, f"vuer-sender:{sid[:8]}")
 
     # -- scene operations (SceneOps provides set/add/upsert/update/remove) ------------------
@@ -107,9 +112,11 @@ class VuerSession(SceneOps):
             return
         if etype == "SET":
             self._scene_epoch += 1
-        self._send_encoded(codec.encode(msg), msg)
+        rk = getattr(event, "redundancy_key", None)
+        self._send_encoded(codec.encode(msg), msg, rk() if callable(rk) else None)
 
-    def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]]) -> None:
+    def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
+                      redundancy_key: Optional[str] = None) -> None:
         group = getattr(self._atomic, "group", None)
         if group is not None:
             if self._outbox.closed is not None:
@@ -117,7 +124,7 @@ class VuerSession(SceneOps):
             group.append(payload)
             return
         try:
-            self._outbox.push(payload, msg)
+            self._outbox.push(payload, msg, redundancy_key)
         except SessionClosed:
             self._drop_if_over_budget()
             raise
@@ -255,6 +262,34 @@ class VuerSession(SceneOps):
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
         return self._closed.wait(timeout)
+
+    # -- client handles -------------------------------------------------------------------
+
+    def add_notification(self, title: str, body: str, loading: bool = False,
+                         with_close_button: bool = True, auto_close: Any = False,
+                         color: Optional[str] = None) -> NotificationHandle:
+        """Show a notification in the client's HTML overlay; returns a handle whose fields
+        update it live (``handle.body = "done"``) and whose ``remove()`` takes it away.
+        ``auto_close`` is in milliseconds (``False``: stays until closed)."""
+        return NotificationHandle(self, title, body, loading=loading,
+                                  with_close_button=with_close_button, auto_close=auto_close,
+                                  color=color)
+
+    def send_file_download(self, filename: str, content: bytes,
+                           chunk_size: int = 1 << 20) -> str:
+        """Make the browser save ``content`` as ``filename``.
+
+        The bytes are served once over HTTP by this server (an unguessable one-time URL,
+        streamed in ``chunk_size`` pieces, never through the websocket) and the page is told
+        to download it. Returns the URL.
+        """
+        url = self.base_url + self.app._offer_download(filename, bytes(content), chunk_size)
+        run_javascript(self, file_download_js(url, filename))
+        return url
+
+    def run_javascript(self, code: str, delay_ms: int = 0) -> None:
+        """Run JavaScript in the web client (Vuer's ``TIMEOUT`` event)."""
+        run_javascript(self, code, delay_ms)
 
     # -- background work ------------------------------------------------------------------
 

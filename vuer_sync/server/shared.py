@@ -56,6 +56,8 @@ class SharedScene(SceneOps):
             return
         payload = codec.encode(msg)
         decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        rk = getattr(event, "redundancy_key", None)
+        rkey = rk() if callable(rk) else None
         group = getattr(self._atomic, "group", None)
         with self._lock:
             self.graph.apply(decoded)
@@ -65,7 +67,7 @@ class SharedScene(SceneOps):
             for s in self._subscribers:
                 if s is not exclude:
                     try:
-                        s._send_encoded(payload, msg)
+                        s._send_encoded(payload, msg, rkey)
                     except SessionClosed:
                         pass  # that client is leaving; the others go on
 
