@@ -270,10 +270,12 @@ class VuerClient:
         err: Optional[BaseException] = None
         try:
             while True:
-                opcode, data = ws.recv_data()
+                opcode, data = ws.recv_data(control_frame=True)  # pings answered inside
                 self._last_received = time.monotonic()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     break
+                if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                    continue
                 if opcode != websocket.ABNF.OPCODE_BINARY:
                     self._bad("text frame ignored (the protocol is binary msgpack)")
                     continue

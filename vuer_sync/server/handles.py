@@ -4,6 +4,7 @@ file downloads."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
@@ -52,23 +53,15 @@ class CameraHandle:
         """Reader thread: store the new state; callbacks go to the handler thread."""
         value = ev.value if isinstance(ev.value, dict) else {}
         cam = value.get("camera") if isinstance(value.get("camera"), dict) else value
+        try:
+            state = _parse_camera(cam)
+        except (TypeError, ValueError) as e:
+            logger.debug("ignored malformed CAMERA_MOVE: %s", e)
+            return
         with self._lock:
             self.raw = cam
-            if isinstance(cam.get("position"), list):
-                self.position = [float(v) for v in cam["position"]]
-            q = cam.get("quaternion")
-            if isinstance(q, list) and len(q) == 4:  # three.js order [x, y, z, w]
-                self.wxyz = [float(q[3]), float(q[0]), float(q[1]), float(q[2])]
-            for name in ("fov", "aspect", "near", "far"):
-                if isinstance(cam.get(name), (int, float)):
-                    setattr(self, name, float(cam[name]))
-            for name in ("width", "height"):
-                if isinstance(cam.get(name), (int, float)):
-                    setattr(self, name, int(cam[name]))
-            if isinstance(cam.get("matrix"), list):
-                self.matrix = [float(v) for v in cam["matrix"]]
-                if self.position is None and len(self.matrix) == 16:
-                    self.position = self.matrix[12:15]
+            for name, v in state.items():
+                setattr(self, name, v)
             self.updates += 1
             self._lock.notify_all()
         for cb in list(self._callbacks):
@@ -99,6 +92,35 @@ class CameraHandle:
 
     def __repr__(self) -> str:
         return f"<CameraHandle position={self.position} wxyz={self.wxyz} fov={self.fov}>"
+
+
+def _floats(v: Any, n: int) -> List[float]:
+    if not isinstance(v, list) or len(v) != n:
+        raise ValueError(f"expected {n} numbers, got {v!r:.40}")
+    out = [float(x) for x in v]
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError("NaN or infinity in camera state")
+    return out
+
+
+def _parse_camera(cam: Dict[str, Any]) -> Dict[str, Any]:
+    """The camera fields of a CAMERA_MOVE value, validated (raises on malformed input)."""
+    state: Dict[str, Any] = {}
+    if "position" in cam:
+        state["position"] = _floats(cam["position"], 3)
+    if "quaternion" in cam:  # three.js order [x, y, z, w]
+        x, y, z, w = _floats(cam["quaternion"], 4)
+        state["wxyz"] = [w, x, y, z]
+    for name in ("fov", "aspect", "near", "far"):
+        if isinstance(cam.get(name), (int, float)) and not isinstance(cam[name], bool):
+            state[name] = float(cam[name])
+    for name in ("width", "height"):
+        if isinstance(cam.get(name), (int, float)) and not isinstance(cam[name], bool):
+            state[name] = int(cam[name])
+    if "matrix" in cam:
+        state["matrix"] = _floats(cam["matrix"], 16)
+        state.setdefault("position", state["matrix"][12:15])
+    return state
 
 
 _COLORS = {

@@ -4,12 +4,16 @@ Two paths, both answered by the real Vuer web client:
 
 * no camera pose: the ``GrabRender`` element copies the main canvas (what the user sees);
 * a camera pose: an off-screen ``CameraView(stream="ondemand")`` renders the scene from that
-  pose into its own target, so the user's view does not move (its frustum and previews are
-  hidden).
+  pose into its own target, so the user's view does not move (the helper is sent with
+  ``showCamera=False`` and ``monitor=False``: no camera gizmo, frustum or preview image
+  appears in the user's canvas; the web client still lists it in its side panels).
 
 The request travels behind every scene message sent before the call (one ordered outbox), and
-the call waits ``settle`` seconds after the last scene message was written so the browser has
-drawn it before the frame is copied.
+the call waits ``settle`` seconds after the last message was written so the browser has drawn
+it before the frame is copied (the ``GrabRender`` component copies whatever the canvas last
+drew). When nothing at all was written since the previous frame of this session was answered,
+there is nothing to wait for and the wait is skipped, so a capture loop that does not change
+the scene is not slowed down.
 """
 
 from __future__ import annotations
@@ -87,7 +91,13 @@ def look_at_wxyz(position: Sequence[float], target: Sequence[float],
 
 
 def decode_jpeg(frame: Any, what: str = "frame", mode: str = "RGB") -> np.ndarray:
-    """JPEG bytes from the browser to a ``uint8`` array; a clear error for anything else."""
+    """JPEG bytes from the browser to a ``uint8`` array; a clear error for anything else.
+
+    >>> decode_jpeg(b"not a jpeg")
+    Traceback (most recent call last):
+    ...
+    ValueError: value['frame'] is not a JPEG: 10 bytes starting b'not a jpeg'
+    """
     from PIL import Image
 
     if not isinstance(frame, (bytes, bytearray, memoryview)):
@@ -96,18 +106,44 @@ def decode_jpeg(frame: Any, what: str = "frame", mode: str = "RGB") -> np.ndarra
                          f"{type(frame).__name__}: {shown}")
     data = bytes(frame)
     if data[:3] != b"\xff\xd8\xff":
-        raise ValueError(f"value[{what!r}] is not a JPEG ({len(data)} bytes starting "
-                         f"{data[:8].hex()})")
+        raise ValueError(f"value[{what!r}] is not a JPEG: {len(data)} bytes starting "
+                         f"{data[:16]!r}")
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert(mode))
 
 
-def _settle(session: VuerSession, settle: float, deadline: float) -> None:
-    """Wait until what was sent is written, then until ``settle`` s after the last write."""
+def _field(ev: Any, what: str) -> Any:
+    """``ev.value[what]``, or a ``ValueError`` naming what arrived instead of a map."""
+    value = ev.value
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a map with {what!r} in the {ev.etype} answer, got "
+                         f"{type(value).__name__}: {repr(value)[:80]}")
+    return value.get(what)
+
+
+def _written(session: VuerSession) -> int:
+    """How many frames the session's sender has written so far."""
+    return int(session._outbox.snapshot_stats()["sent"])
+
+
+def _settle(session: VuerSession, settle: float, deadline: float) -> int:
+    """Wait until what was sent is written, then until ``settle`` s after the last write,
+    unless nothing was written since the last answered frame; return the written count."""
     session.flush(max(0.0, deadline - time.monotonic()))
+    written = _written(session)
+    if getattr(session, "_render_quiet_at", None) == written:
+        return written  # the last frame already showed everything sent so far
     wait = session._last_write + settle - time.monotonic()
     if wait > 0:
         session._closed.wait(wait)
+    return written
+
+
+def _answered(session: VuerSession, written: int) -> None:
+    """After an answer: remember the written count if our request was the only frame written
+    since the settle (then the next call may skip the wait); forget it otherwise."""
+    now = _written(session)
+    session._render_quiet_at = now if now == written + 1 else None  # type: ignore[attr-defined]
 
 
 def _request(session: VuerSession, req_kwargs: dict, mounted: bool, deadline: float) -> Any:
@@ -155,29 +191,35 @@ def get_render(
             wxyz = look_at_wxyz(pos, look_at)
         rot = wxyz_to_euler(wxyz if wxyz is not None else (1.0, 0.0, 0.0, 0.0))
         w, h = int(width or 640), int(height or 480)
-        session.upsert @ CameraView(
-            key=RENDER_CAMERA_KEY, stream="ondemand", width=w, height=h,
-            fov=float(fov if fov is not None else 50.0), position=pos, rotation=list(rot),
-            near=near, far=far, renderDepth=bool(depth), downsample=1, showFrustum=False,
-            previewInScene=False, previewInOverlay=False,
+        # showCamera=False: no movable camera gizmo and frustum in the user's view (they
+        # also cost ~150 ms of React work per pose change); monitor=False: no preview plane.
+        props = dict(
+            stream="ondemand", width=w, height=h, fov=float(fov if fov is not None else 50.0),
+            position=pos, rotation=list(rot), near=near, far=far, renderDepth=bool(depth),
+            downsample=1, showCamera=False, showFrustum=False, monitor=False,
         )
         mounted = session._render_camera_epoch == session._scene_epoch
+        if not (mounted and getattr(session, "_render_camera_props", None) == props):
+            session.upsert @ CameraView(key=RENDER_CAMERA_KEY, **props)
+            session._render_camera_props = props  # type: ignore[attr-defined]
         session._render_camera_epoch = session._scene_epoch
-        _settle(session, settle, deadline)
+        written = _settle(session, settle, deadline)
         ev = _request(session, {"key": RENDER_CAMERA_KEY, "quality": quality}, mounted,
                       deadline)
-        rgb = decode_jpeg((ev.value or {}).get("frame"))
+        _answered(session, written)
+        rgb = decode_jpeg(_field(ev, "frame"))
         if depth:
-            d = decode_jpeg((ev.value or {}).get("depthFrame"), "depthFrame", mode="L")
+            d = decode_jpeg(_field(ev, "depthFrame"), "depthFrame", mode="L")
             return rgb, d
         return rgb
     mounted = session._grab_render_epoch == session._scene_epoch
     if not mounted:
         session.upsert @ GrabRenderElement()  # Vuer's grab_render times out without it
         session._grab_render_epoch = session._scene_epoch
-    _settle(session, settle, deadline)
+    written = _settle(session, settle, deadline)
     ev = _request(session, {"quality": quality, "downsample": downsample}, mounted, deadline)
-    rgb = decode_jpeg((ev.value or {}).get("frame"))
+    _answered(session, written)
+    rgb = decode_jpeg(_field(ev, "frame"))
     if width is not None and height is not None and rgb.shape[:2] != (height, width):
         from PIL import Image
 

@@ -450,7 +450,11 @@ class VuerSession(SceneOps):
                 logger.warning("session %s: ignored bad message #%d: %s", self.id, n, e)
             return
         ev = ClientEvent.from_dict(msg)
-        self.app._dispatch(self, ev)
+        try:
+            self.app._dispatch(self, ev)
+        except Exception:  # a bug of ours must not end the connection
+            self._inbound["bad_messages"] += 1
+            logger.exception("session %s: failed to dispatch %s", self.id, ev.etype)
 
     def _remember(self, ev: ClientEvent) -> None:
         if len(self._downlink) == self._downlink.maxlen:
