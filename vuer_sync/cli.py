@@ -55,6 +55,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _play(args: argparse.Namespace) -> int:
+    from . import Vuer
+    from .record import Recording, RecordingError
+
+    try:
+        rec = Recording.load(args.file)  # checked whole before anything is served
+    except (OSError, RecordingError) as e:
+        print(f"vuer-sync play: {e}", file=sys.stderr)
+        return 2
+    app = Vuer(host=args.host, port=args.port)
+
+    @app.spawn
+    def play(session):  # every browser gets its own playback from the start
+        rec.play(session, speed=args.speed, loop=args.loop)
+        session.forever()
+
+    app.start(block=False)
+    stop = threading.Event()
+    try:
+        if args.seconds is not None:
+            stop.wait(args.seconds)
+        else:
+            while not stop.wait(3600):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.stop()
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vuer-sync",
@@ -69,6 +100,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--seconds", type=float, default=None,
                       help="stop after this many seconds (default: run until Ctrl-C)")
     demo.add_argument("--frames", type=int, default=None, help=argparse.SUPPRESS)
+    play = sub.add_parser("play", help="serve a recording (.vsrec) to browsers")
+    play.add_argument("file", help="a recording made with app.scene.record() / serialize()")
+    play.add_argument("--host", default="127.0.0.1")
+    play.add_argument("--port", type=int, default=8012)
+    play.add_argument("--speed", type=float, default=1.0,
+                      help="playback speed (2 = twice as fast, 0 = all at once)")
+    play.add_argument("--loop", action="store_true", help="play again from the start")
+    play.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
     sub.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     logging.basicConfig(level=str(args.log_level).upper(),
@@ -78,6 +117,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args)
+    if args.command == "play":
+        return _play(args)
     parser.print_help()
     return 0
 

@@ -93,6 +93,7 @@ class VuerSession(SceneOps):
         self._render_camera_epoch = -1
         self._last_write = 0.0  # monotonic time the sender last wrote a batch
         self._key_handlers: Dict[Any, Callable[[ClientEvent], Any]] = {}
+        self._recorders: List[Any] = []
         host = environ.get("HTTP_HOST") or f"localhost:{app.port}"
         self.base_url = f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
         self.camera = CameraHandle(self)
@@ -117,6 +118,8 @@ class VuerSession(SceneOps):
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
                       redundancy_key: Optional[str] = None) -> None:
+        for rec in self._recorders:
+            rec._on_message(payload, msg)
         group = getattr(self._atomic, "group", None)
         if group is not None:
             if self._outbox.closed is not None:
@@ -290,6 +293,18 @@ class VuerSession(SceneOps):
     def run_javascript(self, code: str, delay_ms: int = 0) -> None:
         """Run JavaScript in the web client (Vuer's ``TIMEOUT`` event)."""
         run_javascript(self, code, delay_ms)
+
+    def record(self, clock: str = "script", filter: Optional[Callable[[Dict[str, Any]], bool]]
+               = None) -> Any:
+        """Start recording what is sent to this session; returns a
+        :class:`~vuer_sync.record.StateSerializer` (``serialize()``, ``insert_sleep()``,
+        ``stop()``)."""
+        from ..record import StateSerializer
+
+        rec = StateSerializer(clock=clock, filter=filter)
+        self._recorders.append(rec)
+        rec._detach = lambda: self._recorders.remove(rec) if rec in self._recorders else None
+        return rec
 
     # -- background work ------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ class SharedScene(SceneOps):
         self._lock = threading.RLock()
         self._atomic = threading.local()
         self._subscribers: List[VuerSession] = []
+        self._recorders: List[Any] = []
         self.graph = SceneGraph()
 
     def send(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
@@ -54,13 +55,19 @@ class SharedScene(SceneOps):
         msg = message_of(event)
         if msg["etype"] == "NOOP":
             return
-        payload = codec.encode(msg)
-        decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         rk = getattr(event, "redundancy_key", None)
-        rkey = rk() if callable(rk) else None
+        self._broadcast_encoded(codec.encode(msg), msg, rk() if callable(rk) else None,
+                                exclude)
+
+    def _broadcast_encoded(self, payload: bytes, msg: Dict[str, Any],
+                           rkey: Optional[str] = None, exclude: Optional[VuerSession] = None
+                           ) -> None:
+        decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         group = getattr(self._atomic, "group", None)
         with self._lock:
             self.graph.apply(decoded)
+            for rec in self._recorders:
+                rec._on_message(payload, decoded)
             if group is not None:
                 group.append((payload, exclude))
                 return
@@ -102,6 +109,26 @@ class SharedScene(SceneOps):
                 s.flush(timeout)
             except SessionClosed:
                 pass
+
+    def record(self, clock: str = "script", filter: Optional[Any] = None) -> Any:
+        """Start recording the shared scene: the current scene first (one ``SET``), then
+        every broadcast. Returns a :class:`~vuer_sync.record.StateSerializer`."""
+        from ..record import StateSerializer
+
+        rec = StateSerializer(clock=clock, filter=filter)
+        with self._lock:  # snapshot and live feed under one lock: nothing lost or doubled
+            if self.graph.used:
+                msg = Set(self.graph.snapshot()).serialize()
+                rec._on_message(codec.encode(msg), msg)
+            self._recorders.append(rec)
+
+        def detach() -> None:
+            with self._lock:
+                if rec in self._recorders:
+                    self._recorders.remove(rec)
+
+        rec._detach = detach
+        return rec
 
     def snapshot(self) -> Dict[str, Any]:
         """The current shared scene as ``SET`` data."""
