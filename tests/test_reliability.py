@@ -22,7 +22,7 @@ from vuer_sync.events import ClientEvent, ServerEvent, ServerRPC
 from vuer_sync.transport.frames import encode_header, mask_bytes
 
 from conftest import IN_CI, our_threads, wait_until
-from helpers import raw_client, recv_close_code, recv_msg
+from helpers import raw_client, recv_msg
 
 
 class Hello(ClientEvent):
@@ -38,7 +38,7 @@ def excepthook():
     """Collect exceptions that escape any thread during the test."""
     seen = []
     old = threading.excepthook
-    threading.excepthook = lambda args: seen.append(args)
+    threading.excepthook = seen.append
     yield seen
     threading.excepthook = old
 
@@ -167,7 +167,7 @@ def test_churn_200_clients_five_rounds_no_growth(app):
 
 
 def test_soak_updates_rpcs_and_large_messages(app, excepthook):
-    seconds = float(os.environ.get("VUER_SYNC_SOAK_SECONDS", 60 if IN_CI else 8))
+    seconds = float(os.environ.get("VUER_SYNC_SOAK_SECONDS") or (60 if IN_CI else 8))
     app.start(block=False)
     c = VuerClient(f"ws://127.0.0.1:{app.port}")
     c.respond("PING", lambda req: req.data)
@@ -249,7 +249,7 @@ def _fuzz_frames(rng, count):
 
 
 def test_fuzz_100k_inbound_frames(excepthook, no_thread_leak):
-    count = int(os.environ.get("VUER_SYNC_FUZZ_COUNT", 100_000))
+    count = int(os.environ.get("VUER_SYNC_FUZZ_COUNT") or 100_000)
     rng = random.Random(1234)
     handled = []
     with Vuer(port=0) as app:
@@ -329,14 +329,15 @@ def test_garbage_below_the_websocket_layer(app, name, frame, code):
 
 @pytest.mark.parametrize("request_bytes", [
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: !!\r\n\r\n",
+    b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: !!\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,   # TLS hello to plain HTTP
     b"GARBAGE\r\n\r\n",
     b"\x00" * 5000,
-])
+], ids=["no-key", "bad-key", "tls-hello", "garbage-line", "zeros"])
 def test_bad_handshakes_do_not_hurt_the_server(app, request_bytes):
     app.start(block=False)
-    s = socket.create_connection(("127.0.0.1", app.port), timeout=5)
+    s = socket.create_connection(("127.0.0.1", app.port), timeout=1)
     s.sendall(request_bytes)
     try:
         reply = s.recv(4096)
@@ -344,4 +345,6 @@ def test_bad_handshakes_do_not_hurt_the_server(app, request_bytes):
         reply = b""
     s.close()
     assert not reply.startswith(b"HTTP/1.1 101")
+    if request_bytes.startswith(b"GET"):
+        assert reply.startswith(b"HTTP/1.1 400")  # a clear refusal, not a server error
     assert healthy(app)

@@ -378,6 +378,25 @@ class Vuer:
         left = max(0.1, timeout - (time.monotonic() - t0))
         return session.get_render(*args, timeout=left, **kwargs)
 
+    def show(self, height: int = 400, width: str = "100%") -> Any:
+        """Display the web client inline in Jupyter (an IFrame of :attr:`local_url`); outside
+        a notebook, open it in the default web browser. Starts the server if needed."""
+        if self._server is None:
+            self.start(block=False)
+        try:
+            from IPython import get_ipython
+            from IPython.display import IFrame, display
+        except ImportError:
+            get_ipython = None  # type: ignore[assignment]
+        if get_ipython is not None and get_ipython() is not None:
+            frame = IFrame(self.local_url, width=width, height=height)
+            display(frame)
+            return frame
+        import webbrowser
+
+        webbrowser.open(self.local_url)
+        return None
+
     def broadcast(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
         """Send an event to every connected client (except ``exclude``); scene events also
         update the shared scene (same as ``app.scene.send``)."""
@@ -510,6 +529,10 @@ class Vuer:
                     return Response("origin not allowed\n", status=403, mimetype="text/plain")
                 if not http.token_ok(self.token):
                     return Response("missing or wrong token\n", status=403,
+                                    mimetype="text/plain")
+                problem = http.handshake_problem(env)
+                if problem:
+                    return Response(f"bad websocket handshake: {problem}\n", status=400,
                                     mimetype="text/plain")
                 env.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # never permessage-deflate
             return None

@@ -104,6 +104,26 @@ def origin_allowed(origin: Optional[str], host_header: Optional[str],
     return bool(host_header) and parts.netloc.lower() == str(host_header).lower()
 
 
+def handshake_problem(env: dict) -> Optional[str]:
+    """What is wrong with a websocket upgrade request (RFC 6455 4.2.1), or ``None``."""
+    import base64
+    import binascii
+
+    if env.get("REQUEST_METHOD") != "GET":
+        return "the upgrade must be a GET"
+    if "upgrade" not in env.get("HTTP_CONNECTION", "").lower():
+        return "missing 'Connection: Upgrade'"
+    if env.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
+        return "Sec-WebSocket-Version must be 13"
+    key = env.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return "Sec-WebSocket-Key must be 16 bytes, base64"
+    except (binascii.Error, ValueError):
+        return "Sec-WebSocket-Key is not base64"
+    return None
+
+
 def token_ok(expected: Optional[str]) -> bool:
     """Constant-time check of ``?token=`` (or ``Authorization: Bearer``) when a token is set."""
     if not expected:
