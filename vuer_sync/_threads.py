@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 logger = logging.getLogger("vuer_sync.handlers")
 
-__all__ = ["SerialWorker", "start_thread"]
+__all__ = ["SerialWorker", "held_group", "start_thread"]
 
 _STOP = object()
 
@@ -62,3 +63,22 @@ class SerialWorker:
         if t is not None:
             self._queue.put(_STOP)
         return t
+
+
+@contextlib.contextmanager
+def held_group(local: threading.local, release: Callable[[List[Any]], None]) -> Iterator[None]:
+    """Nestable per-thread grouping (``atomic()``): while the block runs, ``local.group``
+    collects what this thread sends; when the outermost block exits (also by an exception),
+    ``release(group)`` sends it in one piece."""
+    depth = getattr(local, "depth", 0)
+    if depth == 0:
+        local.group = []
+    local.depth = depth + 1
+    try:
+        yield
+    finally:
+        local.depth -= 1
+        if local.depth == 0:
+            group, local.group = local.group, None
+            if group:
+                release(group)

@@ -20,7 +20,6 @@ def _demo(args: argparse.Namespace) -> int:
     from .schemas import Box, DefaultScene, Sphere
 
     app = Vuer(host=args.host, port=args.port)
-    stop = threading.Event()
 
     @app.spawn
     def scene(session):  # one thread per connected browser
@@ -41,18 +40,20 @@ def _demo(args: argparse.Namespace) -> int:
             if frames is not None:
                 frames -= 1
 
+    _serve(app, args.seconds)
+    return 0
+
+
+def _serve(app, seconds: Optional[float]) -> None:
+    """Serve until Ctrl-C (``start`` blocks and stops cleanly), or for ``seconds``."""
+    if seconds is None:
+        app.start(block=True)
+        return
     app.start(block=False)
     try:
-        if args.seconds is not None:
-            stop.wait(args.seconds)
-        else:
-            while not stop.wait(3600):
-                pass
-    except KeyboardInterrupt:
-        pass
+        threading.Event().wait(seconds)
     finally:
         app.stop()
-    return 0
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -71,18 +72,7 @@ def _play(args: argparse.Namespace) -> int:
         rec.play(session, speed=args.speed, loop=args.loop)
         session.forever()
 
-    app.start(block=False)
-    stop = threading.Event()
-    try:
-        if args.seconds is not None:
-            stop.wait(args.seconds)
-        else:
-            while not stop.wait(3600):
-                pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.stop()
+    _serve(app, args.seconds)
     return 0
 
 

@@ -396,7 +396,11 @@ class VuerClient:
         ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True,
                                  enable_multithread=True)
         kwargs = {k: v for k, v in self._kwargs.items() if k != "sslopt"}
-        ws.connect(self.uri, timeout=self.connect_timeout, **kwargs)
+        try:
+            ws.connect(self.uri, timeout=self.connect_timeout, **kwargs)
+        except websocket.WebSocketException as e:  # handshake refused, closed during it...
+            ws.shutdown()
+            raise ConnectionError(f"cannot connect to {self.uri}: {e}") from e
         ws.settimeout(None)
         ws.send_binary(codec.encode(ClientEvent(etype="INIT", value=client_info()).serialize()))
         self._ws = ws

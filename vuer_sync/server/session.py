@@ -8,7 +8,6 @@ Scene operations enqueue on the connection's ordered outbox and return at once; 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -17,20 +16,21 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
+    ContextManager,
     Deque,
     Dict,
     Iterator,
     List,
     Optional,
-    Sequence,
 )
 
 from .. import codec
-from .._threads import SerialWorker, start_thread
+from .._threads import SerialWorker, held_group, start_thread
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
 from ..outbox import Outbox
 from ..rpc import PendingTable, wait
+from . import render
 from .handles import CameraHandle, NotificationHandle, file_download_js, run_javascript
 from .ops import SceneOps, message_of
 
@@ -138,31 +138,21 @@ class VuerSession(SceneOps):
             logger.warning("session %s dropped: %s", self.id, reason)
             self._begin_close(1013, "send queue over budget", drain=False)
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> ContextManager[None]:
         """Messages sent by this thread inside the block reach the client back to back.
 
         Nestable; other threads' messages go before or after the group, never inside it.
         What was queued is still sent if the block raises. Blocking calls (``rpc``,
         ``flush``...) are not allowed inside.
         """
-        st = self._atomic
-        depth = getattr(st, "depth", 0)
-        if depth == 0:
-            st.group = []
-        st.depth = depth + 1
+        return held_group(self._atomic, self._push_group)
+
+    def _push_group(self, group: List[bytes]) -> None:
         try:
-            yield
-        finally:
-            st.depth -= 1
-            if st.depth == 0:
-                group, st.group = st.group, None
-                if group:
-                    try:
-                        self._outbox.push_group(group)
-                    except SessionClosed:
-                        self._drop_if_over_budget()
-                        raise
+            self._outbox.push_group(group)
+        except SessionClosed:
+            self._drop_if_over_budget()
+            raise
 
     def _no_atomic(self, what: str) -> None:
         if getattr(self._atomic, "group", None) is not None:
@@ -197,52 +187,7 @@ class VuerSession(SceneOps):
         """
         return self.rpc(GrabRender(**kwargs), ttl=ttl)
 
-    def get_render(
-        self,
-        width: Optional[int] = None,
-        height: Optional[int] = None,
-        *,
-        position: Optional[Sequence[float]] = None,
-        wxyz: Optional[Sequence[float]] = None,
-        look_at: Optional[Sequence[float]] = None,
-        fov: Optional[float] = None,
-        quality: float = 0.9,
-        downsample: int = 1,
-        depth: bool = False,
-        near: float = 0.1,
-        far: float = 100.0,
-        timeout: float = 10.0,
-        settle: float = 0.05,
-    ) -> Any:
-        """Block until the browser renders a frame; return it as ``uint8`` ``(H, W, 3)``.
-
-        Without a camera pose the frame is the main canvas, exactly what the user sees
-        (``downsample`` divides its size; ``width``/``height`` rescale it). A ``GrabRender``
-        element is added to the scene if this session has none yet.
-
-        With ``position`` (and ``wxyz`` as ``(w, x, y, z)``, or ``look_at`` a point), ``fov``
-        (vertical, degrees) and ``width``/``height``, an off-screen ``CameraView`` renders
-        from that pose: **the user's own view does not move** (the helper camera's frustum
-        and previews are hidden). ``depth=True`` also returns the depth frame the web client
-        sends (8-bit JPEG, ``(H, W)``), as ``(rgb, depth)``.
-
-        The frame reflects every scene message sent before the call: the request travels
-        behind them, and the call waits ``settle`` s after the last one was written so the
-        browser has drawn it. Raises :class:`~vuer_sync.errors.RPCTimeout` if no frame comes
-        within ``timeout`` s, :class:`~vuer_sync.errors.SessionClosed` if the browser leaves,
-        ``ValueError`` naming what arrived if it is not a JPEG.
-
-        Example (needs a browser on the session)::
-
-            rgb = session.get_render()                                   # the user's view
-            rgb = session.get_render(640, 480, position=[2, 1, 2], look_at=[0, 0, 0], fov=60)
-        """
-        from .render import get_render
-
-        self._no_atomic("get_render()")
-        return get_render(self, width, height, position=position, wxyz=wxyz, look_at=look_at,
-                          fov=fov, quality=quality, downsample=downsample, depth=depth,
-                          near=near, far=far, timeout=timeout, settle=settle)
+    get_render = render.get_render
 
     def get_webxr_mesh(self, key: str = "webxr-mesh", ttl: Optional[float] = 2.0) -> ClientEvent:
         """Ask the client's ``WebXRMesh`` component for the meshes detected in AR."""

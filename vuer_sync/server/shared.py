@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional, Tuple
 
 import msgpack
 
 from .. import codec
+from .._threads import held_group
 from ..errors import SessionClosed
 from ..events import ServerEvent, Set
 from ..scene import SceneGraph
@@ -78,29 +78,18 @@ class SharedScene(SceneOps):
                     except SessionClosed:
                         pass  # that client is leaving; the others go on
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> ContextManager[None]:
         """Messages broadcast by this thread inside the block reach each client back to back
         (nestable; released, and what was queued still sent, if the block raises)."""
-        st = self._atomic
-        depth = getattr(st, "depth", 0)
-        if depth == 0:
-            st.group = []
-        st.depth = depth + 1
-        try:
-            yield
-        finally:
-            st.depth -= 1
-            if st.depth == 0:
-                group: List[Tuple[bytes, Any]] = st.group
-                st.group = None
-                if group:
-                    with self._lock:
-                        for s in self._subscribers:
-                            try:
-                                s._outbox.push_group([p for p, ex in group if ex is not s])
-                            except SessionClosed:
-                                s._drop_if_over_budget()
+        return held_group(self._atomic, self._push_group)
+
+    def _push_group(self, group: List[Tuple[bytes, Any]]) -> None:
+        with self._lock:
+            for s in self._subscribers:
+                try:
+                    s._push_group([p for p, ex in group if ex is not s])
+                except SessionClosed:
+                    pass  # that client is leaving; the others go on
 
     def flush(self, timeout: Optional[float] = 10.0) -> None:
         """Block until every client has been written what was broadcast so far."""
