@@ -100,9 +100,11 @@ def test_per_session_operations_stay_per_session(app):
 def test_stalled_client_harms_nobody_and_catches_up(app):
     app.start(block=False)
     fast = raw_client(app.port)
+    assert wait_until(lambda: len(app.sessions) == 1)
+    fast_session = app.sessions[0]
     stalled = raw_client(app.port, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    wait_until(lambda: len(app.sessions) == 2)
-    slow_session = [s for s in app.sessions if s.remote_addr][1]
+    assert wait_until(lambda: len(app.sessions) == 2)
+    slow_session = [s for s in app.sessions if s is not fast_session][0]
     app.scene.set @ Scene(*[Box(key=f"n{i}") for i in range(20)])
     # fill the stalled client's socket buffers so its sender blocks
     slow_session.send(ServerEvent(b"\x00" * (8 << 20), etype="BLOB"))
@@ -141,7 +143,6 @@ def test_stalled_client_harms_nobody_and_catches_up(app):
     assert fast_latest == {f"n{i}": [ticks - 1, i, 0] for i in range(20)}
     # the producer never waited on the stalled client (budget not hit: coalescing)
     assert worst < 0.5, worst
-    fast_session = [s for s in app.sessions if s is not slow_session][0]
     fast_session.flush(5)  # the client can read a frame before the sender counts it
     st, slow = fast_session.stats, slow_session.stats
     assert st["sent"] == len(received)
