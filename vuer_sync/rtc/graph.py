@@ -1,0 +1,388 @@
+"""The replicated scene graph: registers + tree + message records, and the low-level
+``apply_*`` functions.
+
+Total order
+-----------
+Every op gets the ordering key ``(lt, client, msg_id, op_index, sub_index)``: Lamport
+time, then client id (string order), then message id (unique; only matters for two
+sessions of one client with equal ``lt``), then the op's index in its message (and the
+index of a nested node inside one ``node.insert``).  Each register folds its ops in this
+order, so the graph is a deterministic function of the *set* of messages received,
+whatever the delivery order, duplication or delay.  Undo/redo (``meta.undo``/``meta.redo``)
+exclude/include a whole message; the status of a message is decided by the meta op with
+the largest key that targets it and comes from the same session.
+
+>>> g = create_empty_graph()
+>>> _ = apply_operation(g, {"otype": "node.insert", "key": "", "path": "children",
+...                         "value": {"key": "n", "tag": "Mesh", "x": 1}})
+>>> _ = apply_operation(g, {"otype": "number.add", "key": "n", "path": "x", "value": 2})
+>>> g.nodes["n"].get_property("x")
+3
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
+
+from .common import MISSING, PENDING_LT
+from .ops import META_OTYPES, NODE_OTYPES
+from .register import Entry, MsgRecord, Register, TreeRegister, ValueRegister, group_first
+from .sessions import SessionTracker
+from .text import TextSeq
+from .tree import SceneNode, Tree
+from .wire import CRDTMessage, parse_message
+
+__all__ = [
+    "SceneGraph",
+    "SceneNode",
+    "apply_message",
+    "apply_message_mut",
+    "apply_messages",
+    "apply_operation",
+    "create_empty_graph",
+]
+
+_MAX_NESTED = 100_000
+_auto_ids = itertools.count(1)
+
+
+def _expand_insert(op: Mapping[str, Any]) -> List[Tuple[int, Any, List[Tuple[str, Any]]]]:
+    """``node.insert`` (possibly with nested ``children`` dicts) -> [(sub, tree op, props)]."""
+    out: List[Tuple[int, Any, List[Tuple[str, Any]]]] = []
+    root = op.get("value")
+    parent = op.get("key")
+    if type(root) is not dict or type(parent) is not str:
+        return out
+    stack: List[Tuple[str, Any]] = [(parent, root)]
+    while stack and len(out) < _MAX_NESTED:
+        p, v = stack.pop()
+        k = v.get("key")
+        if type(k) is not str or not k:
+            continue
+        tag, name = v.get("tag", ""), v.get("name", "")
+        tag = tag if type(tag) is str else ""
+        name = name if type(name) is str else ""
+        props = [(pk, pv) for pk, pv in v.items() if pk not in ("key", "tag", "name", "children")]
+        out.append((len(out), ("ins", k, p, tag, name), props))
+        kids = v.get("children")
+        if type(kids) is list:
+            stack.extend((k, c) for c in reversed(kids) if type(c) is dict)
+    return out
+
+
+class SceneGraph:
+    """Replica state.  ``nodes`` is the live view (key -> :class:`SceneNode`); it contains
+    every inserted, not removed node (also nodes whose parent is not there yet or was
+    removed; :meth:`reachable` lists the ones attached to the root)."""
+
+    def __init__(self) -> None:
+        self.nodes: Dict[str, SceneNode] = {}
+        self.tree = Tree(self)
+        self.treg = TreeRegister(self, self.tree)
+        self.regs: Dict[str, Dict[str, ValueRegister]] = {}  # node key -> path -> register
+        self.active: Set[Register] = set()  # registers holding uncompacted entries
+        self.msgs: Dict[str, MsgRecord] = {}  # uncompacted messages, arrival order
+        self.metas: Dict[str, List[Tuple[Any, str, str]]] = {}  # target -> [(key, kind, sid)]
+        self.sessions = SessionTracker()
+        self.lt = 0
+        self.stats: Counter = Counter()
+
+    # -- views ----------------------------------------------------------------------
+    @property
+    def root_key(self) -> str:
+        """First top-level node ("" if none)."""
+        top = self.tree.kids.get("", [])
+        return top[0] if top else ""
+
+    rootKey = root_key
+
+    def get_node(self, key: str) -> Optional[SceneNode]:
+        return self.nodes.get(key)
+
+    def reachable(self) -> List[str]:
+        """Keys of the nodes attached (transitively) to the root, depth first."""
+        return self.tree.reachable()
+
+    def children_of(self, key: str) -> List[str]:
+        return list(self.tree.kids.get(key, ()))
+
+    def props_of(self, key: str) -> Dict[str, Any]:
+        regs = self.regs.get(key)
+        if not regs:
+            return {}
+        return {p: r.published() for p, r in regs.items() if r.value is not MISSING}
+
+    def text_seq(self, key: str, path: str) -> Optional[TextSeq]:
+        reg = self.reg(key, path)
+        return reg.value if reg is not None and isinstance(reg.value, TextSeq) else None
+
+    def reg(self, key: str, path: str) -> Optional[ValueRegister]:
+        """The register of property ``path`` of node ``key`` (``None`` if never written)."""
+        regs = self.regs.get(key)
+        return regs.get(path) if regs else None
+
+    def iter_regs(self) -> Iterable[ValueRegister]:
+        for regs in self.regs.values():
+            yield from regs.values()
+
+    def canonical(self, internals: bool = False) -> Dict[str, Any]:
+        """Plain-dict form for convergence checks (equal on replicas that saw the same
+        messages).  ``internals`` adds hidden registers, tombstones and text ids."""
+        out: Dict[str, Any] = {
+            "roots": list(self.tree.kids.get("", ())),
+            "nodes": {
+                k: {
+                    "tag": n.tag,
+                    "name": n.name,
+                    "parent": n.parent,
+                    "children": list(n.children),
+                    "props": dict(sorted(n.properties.items())),
+                }
+                for k, n in sorted(self.nodes.items())
+            },
+        }
+        if internals:
+            out["registers"] = {
+                f"{k}\x00{p}": (r.value.to_list() if isinstance(r.value, TextSeq) else r.value)
+                for (k, p), r in sorted(((r.nkey, r.path), r) for r in self.iter_regs())
+                if r.value is not MISSING
+            }
+            out["tomb"] = sorted(self.tree.tomb)
+            out["kids"] = {p: list(v) for p, v in sorted(self.tree.kids.items()) if v}
+        return out
+
+    to_dict = canonical
+
+    def copy(self) -> SceneGraph:
+        """Independent deep copy."""
+        return copy.deepcopy(self)
+
+    # -- registers --------------------------------------------------------------------
+    def _reg(self, key: str, path: str) -> ValueRegister:
+        regs = self.regs.get(key)
+        if regs is None:
+            regs = self.regs[key] = {}
+        reg = regs.get(path)
+        if reg is None:
+            reg = regs[path] = ValueRegister(self, key, path)
+        return reg
+
+    def _push(self, reg: Register, rec: MsgRecord, op: Any, key: Tuple[Any, ...]) -> None:
+        e = Entry(key, op, rec, reg)
+        rec.entries.append(e)
+        rec.live += 1
+        self.active.add(reg)
+        reg.add(e)
+
+    def add_op(self, rec: MsgRecord, op: Mapping[str, Any], idx: int) -> None:
+        """Expand op number ``idx`` of ``rec`` into register entries and apply them."""
+        ot = op.get("otype")
+        base = rec.key
+        if ot in META_OTYPES:
+            return
+        if ot in NODE_OTYPES:
+            v = op.get("value")
+            if ot == "node.insert":
+                parts = _expand_insert(op)
+                if not parts:
+                    self.stats["rejected"] += 1
+                for sub, top, props in parts:
+                    k = (*base, idx, sub)
+                    self._push(self.treg, rec, top, k)
+                    for pk, pv in props:  # ("init", value): the node's initial properties
+                        self._push(self._reg(top[1], pk), rec, ("init", pv), k)
+            elif ot == "node.remove" and type(v) is str:
+                self._push(self.treg, rec, ("rm", v), (*base, idx, 0))
+            elif (
+                ot == "node.move"
+                and type(v) is dict
+                and type(v.get("nodeKey")) is str
+                and type(v.get("newParent")) is str
+            ):
+                self._push(self.treg, rec, ("mv", v["nodeKey"], v["newParent"]), (*base, idx, 0))
+            else:
+                self.stats["rejected"] += 1
+            return
+        key, path = op.get("key"), op.get("path")
+        if type(key) is not str or type(path) is not str:
+            self.stats["rejected"] += 1
+            return
+        self._push(self._reg(key, path), rec, op, (*base, idx, 0))
+
+    def drop_op(self, rec: MsgRecord, idx: int) -> None:
+        """Remove the entries of op ``idx`` (the last op) of a pending record."""
+        while rec.entries and rec.entries[-1].key[3] == idx:
+            e = rec.entries.pop()
+            rec.live -= 1
+            e.reg.drop(e)
+
+    def drop_all(self, rec: MsgRecord) -> None:
+        """Remove every entry of a pending record (cancel)."""
+        while rec.entries:
+            e = rec.entries.pop()
+            rec.live -= 1
+            e.reg.drop(e)
+
+    # -- messages -------------------------------------------------------------------
+    def _status(self, rec: MsgRecord) -> bool:
+        metas = self.metas.get(rec.id)
+        best = None
+        if metas:
+            for m in metas:
+                if m[2] == rec.sid and (best is None or m[0] > best[0]):
+                    best = m
+        return best is not None and best[1] == "meta.undo"
+
+    def refresh(self, rec: MsgRecord) -> None:
+        for e in group_first(rec.entries):
+            e.reg.refresh(e)
+
+    def _metas(self, rec: MsgRecord, ops: List[Dict[str, Any]]) -> None:
+        for idx, op in enumerate(ops):
+            ot = op.get("otype")
+            if ot == "meta.seal":
+                fin = op.get("fin")
+                if type(fin) is int:
+                    self.sessions.seal(rec.sid, rec.seq, fin)
+                continue
+            target = op.get("targetMsgId")
+            if ot not in META_OTYPES or type(target) is not str:
+                continue
+            self.metas.setdefault(target, []).append(((*rec.key, idx), ot, rec.sid))
+            trec = self.msgs.get(target)
+            if trec is not None and not trec.pending:
+                status = self._status(trec)
+                if status != trec.excluded:
+                    trec.excluded = status
+                    self.refresh(trec)
+
+    def is_duplicate(self, msg: CRDTMessage) -> bool:
+        return msg.id in self.msgs or self.sessions.is_dup(msg.sid, msg.seq, msg.id)
+
+    def integrate(
+        self,
+        msg: CRDTMessage,
+        *,
+        acked: bool = True,
+        own: bool = False,
+        status: Optional[bool] = None,
+        skip_meta: bool = False,
+    ) -> Optional[MsgRecord]:
+        """Add a message (idempotent).  Returns its record, or ``None`` if already seen.
+
+        ``status`` forces the undone flag (used when baking a final prefix)."""
+        if self.is_duplicate(msg):
+            self.stats["duplicates"] += 1
+            return None
+        self.sessions.note(msg.sid, msg.client, msg.seq, msg.lt, msg.id, msg.uw)
+        for sid in msg.clock:
+            if type(sid) is str:
+                self.sessions.know(sid)
+        self.lt = max(self.lt, msg.lt)
+        rec = MsgRecord(msg.id, msg.client, msg.sid, msg.seq, msg.lt, msg)
+        rec.acked, rec.own = acked, own
+        rec.excluded = self._status(rec) if status is None else status
+        self.msgs[rec.id] = rec
+        for idx, op in enumerate(msg.ops):
+            self.add_op(rec, op, idx)
+        if not skip_meta:
+            self._metas(rec, msg.ops)
+        self.stats["messages"] += 1
+        return rec
+
+    def new_pending(self, mid: str, client: str, sid: str) -> MsgRecord:
+        rec = MsgRecord(mid, client, sid, None, PENDING_LT)
+        rec.pending, rec.own, rec.acked = True, True, False
+        return rec
+
+    def commit_pending(self, rec: MsgRecord, msg: CRDTMessage) -> None:
+        """Turn the pending record into the committed message ``msg``."""
+        rec.lt, rec.seq, rec.msg = msg.lt, msg.seq, msg
+        rec.key = (msg.lt, msg.client, msg.id)
+        rec.pending = False
+        by_reg: Dict[int, Tuple[Register, List[Tuple[Entry, Tuple[Any, ...]]]]] = {}
+        for e in rec.entries:
+            by_reg.setdefault(id(e.reg), (e.reg, []))[1].append((e, rec.key + e.key[3:]))
+        for reg, items in by_reg.values():
+            reg.rekey_many(items)
+        self.msgs[rec.id] = rec
+        self.sessions.note(msg.sid, msg.client, msg.seq, msg.lt, msg.id, msg.uw)
+        self.lt = max(self.lt, msg.lt)
+        self.stats["messages"] += 1
+
+    # -- compaction -------------------------------------------------------------------
+    def truncate(self, final: Any) -> int:
+        """Compact: drop every register's leading entries whose message is final, then the
+        records of final messages that no register needs any more.  Returns the number of
+        records dropped."""
+        for reg in list(self.active):
+            reg.truncate(final)
+            if not reg.entries:
+                self.active.discard(reg)
+        gone = [r for r in self.msgs.values() if r.live == 0 and final(r)]
+        for r in gone:
+            del self.msgs[r.id]
+            self.metas.pop(r.id, None)
+            r.entries = []
+        return len(gone)
+
+    def replay_all(self) -> None:
+        """Re-fold every register from its compacted base (consistency self-check)."""
+        self.treg.replay_all()
+        for reg in list(self.iter_regs()):
+            if reg.entries:
+                reg.replay_all()
+
+
+# -- low-level API (seed names) ----------------------------------------------------------
+MessageLike = Union[CRDTMessage, Mapping[str, Any], Any]
+
+
+def create_empty_graph() -> SceneGraph:
+    """A new, empty :class:`SceneGraph`."""
+    return SceneGraph()
+
+
+def apply_operation(
+    graph: SceneGraph, op: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None
+) -> SceneGraph:
+    """Apply one op in place (as a one-op message) and return ``graph``.
+
+    ``meta`` may give ``lt``, ``client`` and ``id``; by default the op is ordered after
+    everything the graph has seen.  Position-based text ops are resolved at apply time.
+    """
+    meta = meta or {}
+    n = next(_auto_ids)
+    client = str(meta.get("client", "local"))
+    msg = CRDTMessage(
+        id=str(meta.get("id", f"~op:{n}")),
+        client=client,
+        lt=int(meta.get("lt", graph.lt + 1)),
+        ops=[dict(op)],
+        sid=str(meta.get("sid", f"~op:{n}")),
+    )
+    apply_message_mut(graph, msg)
+    return graph
+
+
+def apply_message_mut(graph: SceneGraph, msg: MessageLike) -> bool:
+    """Apply a message in place; returns ``False`` if it was a duplicate."""
+    return graph.integrate(parse_message(msg)) is not None
+
+
+def apply_message(graph: SceneGraph, msg: MessageLike) -> SceneGraph:
+    """Return a new graph with ``msg`` applied (``graph`` is untouched)."""
+    g = graph.copy()
+    apply_message_mut(g, msg)
+    return g
+
+
+def apply_messages(graph: SceneGraph, msgs: Iterable[MessageLike]) -> SceneGraph:
+    """Return a new graph with all ``msgs`` applied (any order gives the same result)."""
+    g = graph.copy()
+    for m in msgs:
+        apply_message_mut(g, m)
+    return g
