@@ -129,6 +129,7 @@ class VuerClient:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._outbox = self._new_outbox()
         self._responders: Dict[str, Callable[[ClientEvent], Any]] = {}
+        self._rtc: Any = None
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._closing = threading.Event()
@@ -251,6 +252,19 @@ class VuerClient:
             if ev is not None:
                 yield ev
 
+    def rtc(self, client_id: Optional[str] = None, **store_options: Any) -> Any:
+        """The server's collaborative scene graph through this connection: returns a
+        :class:`~vuer_sync.rtc_client.RtcClient` (call ``.join()`` first). Its events are
+        handled on the reader thread and do not appear in :meth:`recv`."""
+        from .rtc_client import RtcClient
+
+        if self._rtc is None:
+            import uuid
+
+            self._rtc = RtcClient(self, client_id or f"py-{uuid.uuid4().hex[:8]}",
+                                  **store_options)
+        return self._rtc
+
     def respond(self, etype: str, fn: Optional[Callable[[ClientEvent], Any]] = None) -> Any:
         """Answer server RPCs of ``etype`` (e.g. ``"GRAB_RENDER"``): ``fn(request)`` returns the
         reply's ``value``, sent with ``etype = request.rtype``. Decorator or call form.
@@ -290,6 +304,9 @@ class VuerClient:
                     continue
                 ev = ClientEvent.from_dict(msg)
                 self.stats["received"] += 1
+                if ev.etype == "RTC" and self._rtc is not None and isinstance(ev.data, dict):
+                    self._rtc._on_envelope(ev.data)
+                    continue
                 responder = self._responders.get(ev.etype)
                 if responder is not None and isinstance(getattr(ev, "rtype", None), str):
                     self._answer(responder, ev)

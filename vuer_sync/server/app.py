@@ -184,6 +184,7 @@ class Vuer:
         self.client_root = http.client_build_dir()
         self.flask = self._make_flask()
         self.scene = SharedScene(self)
+        self._rtc: Optional[Any] = None
         self._ended_stats: Dict[str, Any] = {"sessions_ended": 0}
 
     # -- configuration helpers ------------------------------------------------------------
@@ -396,6 +397,19 @@ class Vuer:
 
         webbrowser.open(self.local_url)
         return None
+
+    @property
+    def rtc(self) -> Any:
+        """The collaborative scene graph room (:class:`~vuer_sync.server.rtc_room.RtcRoom`):
+        relays ``vuer_sync.rtc`` edits between clients and mirrors the result into
+        ``app.scene``. Created on first use (or on the first ``RTC`` event)."""
+        if self._rtc is None:
+            from .rtc_room import RtcRoom
+
+            with self._lock:
+                if self._rtc is None:
+                    self._rtc = RtcRoom(self)
+        return self._rtc
 
     def broadcast(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
         """Send an event to every connected client (except ``exclude``); scene events also
@@ -681,6 +695,8 @@ class Vuer:
             why = "reader error"
         finally:
             self.scene._leave(session)
+            if self._rtc is not None:
+                self._rtc.leave(session)
             session._on_disconnect(why)
             if bind_queue is not None:
                 bind_queue.put(None)
@@ -712,6 +728,8 @@ class Vuer:
         session._remember(ev)
         if et == "CAMERA_MOVE":
             session.camera._on_move(ev)
+        elif et == "RTC":
+            self.rtc.on_event(session, ev)
         if session._key_handlers:
             hook = session._key_handlers.get((et, getattr(ev, "key", None)))
             if hook is not None:
