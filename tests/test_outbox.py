@@ -201,3 +201,34 @@ def test_concurrent_producers_keep_each_producers_order():
     for tag in range(4):
         seq = [m["data"][1] for m in out if m["data"][0] == tag]
         assert seq == list(range(n))
+
+
+def test_element_updates_coalesce_like_dicts():
+    # regression: elements were left as objects in the message map, so nothing coalesced
+    from vuer_sync.events import Update, Upsert
+    from vuer_sync.schemas import Box
+    from vuer_sync.server.ops import message_of
+
+    b = box()
+    for i in range(5):
+        for ev in (Update(Box(key="a", position=[i, 0, 0])),):
+            m = message_of(ev)
+            b.push(codec.encode(m), m)
+    m = message_of(Upsert(Box(key="b", args=[1, 1, 1])))
+    b.push(codec.encode(m), m)
+    m = message_of(Upsert(Box(key="b", position=[9, 9, 9])))
+    b.push(codec.encode(m), m)
+    out = drain(b)
+    assert [(x["etype"], x["data"]["nodes"][0]) for x in out] == [
+        ("UPDATE", {"key": "a", "tag": "Box", "position": [4, 0, 0]}),
+        ("UPSERT", {"key": "b", "tag": "Box", "args": [1, 1, 1], "position": [9, 9, 9]}),
+    ]
+    assert b.snapshot_stats()["coalesced"] == 5
+
+
+def test_budget_counts_per_message_overhead():
+    b = box(max_bytes=50_000, policy="disconnect")
+    with pytest.raises(SessionClosed):
+        for i in range(10_000):  # ~20-byte payloads: the overhead is what fills the budget
+            b.push(codec.encode({"etype": "E", "data": i}))
+    assert b.snapshot_stats()["queued"] < 1000

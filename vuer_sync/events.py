@@ -176,6 +176,12 @@ def _items(elements: Iterable[Any]) -> List[Any]:
     return out
 
 
+def _nodes(elements: Iterable[Any]) -> List[Any]:
+    """Elements serialized now (a snapshot of their props at call time, and plain dicts
+    the outbox can coalesce by key); dicts are passed through as Vuer does."""
+    return [serialize(e) for e in _items(elements)]
+
+
 class Set(ServerEvent):
     """Replace the scene: ``session.set @ Scene(...)``."""
 
@@ -191,7 +197,7 @@ class Add(ServerEvent):
     etype = "ADD"
 
     def __init__(self, *elements: Any, to: Optional[str] = None, **kwargs: Any):
-        super().__init__({"nodes": _items(elements), "to": to}, **kwargs)
+        super().__init__({"nodes": _nodes(elements), "to": to}, **kwargs)
 
 
 class Upsert(ServerEvent):
@@ -204,7 +210,7 @@ class Upsert(ServerEvent):
 
     def __init__(self, *elements: Any, to: Optional[str] = None, strict: bool = False,
                  **kwargs: Any):
-        super().__init__({"nodes": _items(elements), "to": to}, strict=strict, **kwargs)
+        super().__init__({"nodes": _nodes(elements), "to": to}, strict=strict, **kwargs)
 
 
 class Update(ServerEvent):
@@ -213,7 +219,7 @@ class Update(ServerEvent):
     etype = "UPDATE"
 
     def __init__(self, *elements: Any, strict: bool = False, **kwargs: Any):
-        super().__init__({"nodes": _items(elements)}, strict=strict, **kwargs)
+        super().__init__({"nodes": _nodes(elements)}, strict=strict, **kwargs)
 
 
 class Remove(ServerEvent):

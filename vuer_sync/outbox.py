@@ -41,6 +41,10 @@ __all__ = ["OutMessage", "Outbox", "coalesce_key"]
 
 CoalesceKey = Tuple[str, Tuple[str, ...]]
 
+# memory a queued frame costs beyond its payload (the OutMessage, the bytes object, the
+# deque slot), counted in the byte budget so many tiny messages cannot exceed it unseen
+MESSAGE_OVERHEAD = 160
+
 
 def coalesce_key(msg: Dict[str, Any]) -> Optional[CoalesceKey]:
     """The key under which ``msg`` may be merged with an earlier queued message, or ``None``.
@@ -75,14 +79,15 @@ def coalesce_key(msg: Dict[str, Any]) -> Optional[CoalesceKey]:
 class OutMessage:
     """One queued frame: its bytes, its position and (when coalescible) its merge key."""
 
-    __slots__ = ("ckey", "merged", "nbytes", "payload", "seq")
+    __slots__ = ("ckey", "decoded", "merged", "nbytes", "payload", "seq")
 
     def __init__(self, payload: bytes, seq: int, ckey: Optional[CoalesceKey]):
         self.payload = payload
-        self.nbytes = len(payload)
+        self.nbytes = len(payload) + MESSAGE_OVERHEAD
         self.seq = seq
         self.ckey = ckey
         self.merged = 0  # how many later messages were merged into this one
+        self.decoded: Optional[Dict[str, Any]] = None  # kept once merged (merges again)
 
 
 def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
@@ -173,7 +178,7 @@ class Outbox:
                     else:
                         self._merge_into(prev, payload)
                     return self._seq
-            self._wait_for_space(len(payload))
+            self._wait_for_space(len(payload) + MESSAGE_OVERHEAD)
             return self._append(payload, ckey)
 
     def push_group(self, payloads: Iterable[bytes]) -> int:
@@ -183,7 +188,7 @@ class Outbox:
         with self._lock:
             self._check_open()
             self.stats["queued"] += len(items)
-            self._wait_for_space(sum(len(p) for p in items))
+            self._wait_for_space(sum(len(p) + MESSAGE_OVERHEAD for p in items))
             self._clear_index()
             for p in items:
                 self._append(p, None)
@@ -224,17 +229,22 @@ class Outbox:
         self._key_owner.clear()
 
     def _replace(self, prev: OutMessage, payload: bytes) -> None:
-        self._pending_bytes += len(payload) - prev.nbytes
+        nbytes = len(payload) + MESSAGE_OVERHEAD
+        self._pending_bytes += nbytes - prev.nbytes
         prev.payload = payload
-        prev.nbytes = len(payload)
+        prev.nbytes = nbytes
         prev.merged += 1
         self.stats["coalesced"] += 1
 
     def _merge_into(self, prev: OutMessage, payload: bytes) -> None:
-        merged = self._encode(_merge(self._decode(prev.payload), self._decode(payload)))
-        self._pending_bytes += len(merged) - prev.nbytes
+        old = prev.decoded if prev.decoded is not None else self._decode(prev.payload)
+        merged_msg = _merge(old, self._decode(payload))
+        merged = self._encode(merged_msg)
+        nbytes = len(merged) + MESSAGE_OVERHEAD
+        self._pending_bytes += nbytes - prev.nbytes
         prev.payload = merged
-        prev.nbytes = len(merged)
+        prev.nbytes = nbytes
+        prev.decoded = merged_msg
         prev.merged += 1
         self.stats["coalesced"] += 1
 
@@ -319,12 +329,13 @@ class Outbox:
         if not batch:
             return
         n = sum(m.nbytes for m in batch)
+        payload_bytes = sum(len(m.payload) for m in batch)
         with self._lock:
             self._pending_bytes -= n
             self._in_flight -= len(batch)
             self._written_seq = batch[-1].seq
             self.stats["sent"] += len(batch)
-            self.stats["bytes_sent"] += n
+            self.stats["bytes_sent"] += payload_bytes
             self._written.notify_all()
             self._has_space.notify_all()
 
