@@ -4,9 +4,19 @@ Two paths, both answered by the real Vuer web client:
 
 * no camera pose: the ``GrabRender`` element copies the main canvas (what the user sees);
 * a camera pose: an off-screen ``CameraView(stream="ondemand")`` renders the scene from that
-  pose into its own target, so the user's view does not move (the helper is sent with
-  ``showCamera=False`` and ``monitor=False``: no camera gizmo, frustum or preview image
-  appears in the user's canvas; the web client still lists it in its side panels).
+  pose into its own target, so the user's view does not move. The helper is sent into the
+  scene's ``rawChildren`` with ``showCamera=False`` and ``monitor=False``: no camera gizmo,
+  frustum or preview image appears in the user's canvas (the web client still lists it in
+  its side panels).
+
+The web client fixes a ``CameraView``'s ``fov``, size, ``near``/``far`` when it mounts (later
+changes are ignored or distort the image) and gives each mounted one its own WebGL context,
+which it never releases. So there is one helper camera per ``(width, height, fov, near, far,
+depth)`` configuration, kept mounted and reused (only its pose changes between calls), at
+most :data:`MAX_RENDER_CAMERAS` per session. A ``SET`` replaces the scene lists and with them
+the helpers; re-adding one costs a new context, and Chrome drops the page's oldest context -
+the user's own view - beyond 16 (:func:`keep_render_cameras` avoids that when the session
+calls it for ``SET``).
 
 The request travels behind every scene message sent before the call (one ordered outbox), and
 the call waits ``settle`` seconds after the last message was written so the browser has drawn
@@ -19,9 +29,11 @@ the scene is not slowed down.
 from __future__ import annotations
 
 import io
+import logging
 import math
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -31,10 +43,61 @@ from ..events import GrabRender
 if TYPE_CHECKING:  # pragma: no cover
     from .session import VuerSession
 
-__all__ = ["RENDER_CAMERA_KEY", "decode_jpeg", "get_render", "look_at_wxyz", "wxyz_to_euler"]
+__all__ = [
+    "MAX_RENDER_CAMERAS", "RENDER_CAMERA_KEY", "decode_jpeg", "get_render",
+    "keep_render_cameras", "look_at_wxyz", "wxyz_to_euler",
+]
 
-RENDER_CAMERA_KEY = "vuer-sync-render-camera"
+logger = logging.getLogger("vuer_sync.render")
+
+RENDER_CAMERA_KEY = "vuer-sync-render-camera"  # the first helper camera; then "...-1", ...
+MAX_RENDER_CAMERAS = 8  # helper camera configurations per session (one WebGL context each)
+_REMOUNT_WARNING = 8  # helper re-adds after SETs before warning that the user's view may die
 _MOUNT_TTL = 1.0  # first request after adding a responder element: retried at this interval
+
+
+class RenderState:
+    """What this module remembers about one session (``session._render_state``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cameras: Dict[tuple, str] = {}  # configuration -> helper key
+        self.camera_props: Dict[str, Dict[str, Any]] = {}  # key -> props last sent
+        self.camera_epoch: Dict[str, int] = {}  # key -> scene epoch it was last sent in
+        self.remounts = 0  # helpers re-added after a SET dropped them
+        self.quiet_at: Optional[int] = None  # written count when the last frame answered
+
+
+def _state(session: VuerSession) -> RenderState:
+    return session._render_state
+
+
+def keep_render_cameras(session: VuerSession, msg: Dict[str, Any]) -> Dict[str, Any]:
+    """Carry the helper cameras of ``get_render`` over a ``SET`` (for ``VuerSession.send``,
+    called with the wire map just before it is queued, which starts the next scene epoch).
+
+    A ``SET`` replaces every scene list, which unmounts the helpers; re-adding one later
+    costs the page a WebGL context that the web client never frees. Appending them (same
+    key, same props) to the new scene's ``rawChildren`` keeps them mounted. ``msg`` is
+    changed in place and returned; helpers the scene already lists are left alone.
+    """
+    st = session._render_state
+    data = msg.get("data")
+    if msg.get("etype") != "SET" or not isinstance(data, dict):
+        return msg
+    from ..schemas import CameraView
+
+    with st.lock:
+        if not st.camera_props:
+            return msg
+        raw = list(data.get("rawChildren") or [])
+        present = {n.get("key") for n in raw if isinstance(n, dict)}
+        for key, props in st.camera_props.items():
+            if key not in present:
+                raw.append(CameraView(key=key, **props).serialize())
+            st.camera_epoch[key] = session._scene_epoch + 1  # the SET's epoch
+        data["rawChildren"] = raw
+    return msg
 
 
 def wxyz_to_euler(wxyz: Sequence[float]) -> Tuple[float, float, float]:
@@ -131,7 +194,7 @@ def _settle(session: VuerSession, settle: float, deadline: float) -> int:
     unless nothing was written since the last answered frame; return the written count."""
     session.flush(max(0.0, deadline - time.monotonic()))
     written = _written(session)
-    if getattr(session, "_render_quiet_at", None) == written:
+    if _state(session).quiet_at == written:
         return written  # the last frame already showed everything sent so far
     wait = session._last_write + settle - time.monotonic()
     if wait > 0:
@@ -143,7 +206,7 @@ def _answered(session: VuerSession, written: int) -> None:
     """After an answer: remember the written count if our request was the only frame written
     since the settle (then the next call may skip the wait); forget it otherwise."""
     now = _written(session)
-    session._render_quiet_at = now if now == written + 1 else None  # type: ignore[attr-defined]
+    _state(session).quiet_at = now if now == written + 1 else None
 
 
 def _request(session: VuerSession, req_kwargs: dict, mounted: bool, deadline: float) -> Any:
@@ -156,10 +219,54 @@ def _request(session: VuerSession, req_kwargs: dict, mounted: bool, deadline: fl
         ttl = left if mounted else min(left, _MOUNT_TTL)
         try:
             return session.rpc(GrabRender(**req_kwargs), ttl=ttl)
-        except RPCTimeout:
+        except RPCTimeout as e:
             if mounted or time.monotonic() >= deadline:
-                raise
+                raise RPCTimeout(f"get_render: {e} (is a browser with the Vuer web client "
+                                 f"showing this session's scene?)") from e
             mounted = True  # give the freshly added element the rest of the time
+
+
+def _place_camera(session: VuerSession, w: int, h: int, fov: float, near: float, far: float,
+                  depth: bool, position: list, rotation: list) -> Tuple[str, bool]:
+    """Send the helper camera for this configuration at this pose (unless it is already
+    there); return its key and whether it was mounted before this call."""
+    from ..schemas import CameraView
+
+    st = _state(session)
+    config = (w, h, fov, near, far, depth)
+    with st.lock:
+        key = st.cameras.get(config)
+        if key is None:
+            if len(st.cameras) >= MAX_RENDER_CAMERAS:
+                raise RuntimeError(
+                    f"get_render: this session already has {MAX_RENDER_CAMERAS} off-screen "
+                    f"cameras, one per (width, height, fov, near, far, depth) "
+                    f"configuration; the web client fixes those when a camera mounts and "
+                    f"gives each one a WebGL context it never frees, and Chrome drops the "
+                    f"page's oldest context (the user's own view) past 16. Reuse a "
+                    f"configuration (crop or resize in Python), or reload the page.")
+            key = RENDER_CAMERA_KEY if not st.cameras else f"{RENDER_CAMERA_KEY}-{len(st.cameras)}"
+            st.cameras[config] = key
+        props = dict(
+            stream="ondemand", width=w, height=h, fov=fov, near=near, far=far,
+            renderDepth=depth, downsample=1, showCamera=False, showFrustum=False,
+            monitor=False, position=position, rotation=rotation,
+        )
+        epoch = session._scene_epoch
+        mounted = st.camera_epoch.get(key) == epoch
+        if mounted and st.camera_props.get(key) == props:
+            return key, True
+        if not mounted and key in st.camera_epoch:
+            st.remounts += 1
+            if st.remounts == _REMOUNT_WARNING:
+                logger.warning(
+                    "session %s: get_render re-added its off-screen camera %d times after "
+                    "SETs; each costs the page a WebGL context and Chrome drops the user's "
+                    "own view past 16", session.id, st.remounts)
+        session.upsert(CameraView(key=key, **props), to="rawChildren")
+        st.camera_props[key] = props
+        st.camera_epoch[key] = epoch
+    return key, mounted
 
 
 def get_render(
@@ -179,10 +286,40 @@ def get_render(
     timeout: float = 10.0,
     settle: float = 0.05,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-    """See :meth:`VuerSession.get_render`."""
-    from ..schemas import CameraView
+    """Block until the browser renders a frame; return it as ``uint8`` ``(H, W, 3)``.
+
+    (``session.get_render(...)``; this function is that method.)
+
+    Without a camera pose the frame is the main canvas, exactly what the user sees
+    (``downsample`` divides its size; ``width``/``height`` rescale it). A ``GrabRender``
+    element is added to the scene if this session has none yet.
+
+    With ``position`` (and ``wxyz`` as ``(w, x, y, z)``, or ``look_at`` a point), ``fov``
+    (vertical, degrees) and ``width``/``height``, an off-screen ``CameraView`` renders
+    from that pose: **the user's own view does not move** (the helper camera shows no
+    gizmo, frustum or preview in the canvas). ``depth=True`` also returns the depth frame
+    the web client sends, as ``(rgb, depth)``: ``(H, W)`` ``uint8`` from a JPEG,
+    ``255 * (1 - (z - near) / (far - near))`` for a point ``z`` in front of the camera
+    (0 where nothing was drawn), so pass a tight ``near``/``far``. There is one helper
+    camera per ``(width, height, fov, near, far, depth)`` combination, at most
+    :data:`MAX_RENDER_CAMERAS` per session (``RuntimeError`` beyond): the browser spends
+    a WebGL context on each.
+
+    The frame reflects every scene message sent before the call: the request travels
+    behind them, and the call waits ``settle`` s after the last one was written so the
+    browser has drawn it (skipped when nothing was written since the previous frame).
+    Raises :class:`~vuer_sync.errors.RPCTimeout` if no frame comes within ``timeout`` s,
+    :class:`~vuer_sync.errors.SessionClosed` if the browser leaves, ``ValueError`` naming
+    what arrived if it is not a JPEG.
+
+    Example (needs a browser on the session)::
+
+        rgb = session.get_render()                                   # the user's view
+        rgb = session.get_render(640, 480, position=[2, 1, 2], look_at=[0, 0, 0], fov=60)
+    """
     from ..schemas import GrabRender as GrabRenderElement
 
+    session._no_atomic("get_render()")
     deadline = time.monotonic() + timeout
     posed = position is not None or wxyz is not None or look_at is not None or fov is not None
     if posed or depth:
@@ -191,21 +328,10 @@ def get_render(
             wxyz = look_at_wxyz(pos, look_at)
         rot = wxyz_to_euler(wxyz if wxyz is not None else (1.0, 0.0, 0.0, 0.0))
         w, h = int(width or 640), int(height or 480)
-        # showCamera=False: no movable camera gizmo and frustum in the user's view (they
-        # also cost ~150 ms of React work per pose change); monitor=False: no preview plane.
-        props = dict(
-            stream="ondemand", width=w, height=h, fov=float(fov if fov is not None else 50.0),
-            position=pos, rotation=list(rot), near=near, far=far, renderDepth=bool(depth),
-            downsample=1, showCamera=False, showFrustum=False, monitor=False,
-        )
-        mounted = session._render_camera_epoch == session._scene_epoch
-        if not (mounted and getattr(session, "_render_camera_props", None) == props):
-            session.upsert @ CameraView(key=RENDER_CAMERA_KEY, **props)
-            session._render_camera_props = props  # type: ignore[attr-defined]
-        session._render_camera_epoch = session._scene_epoch
+        key, mounted = _place_camera(session, w, h, float(fov if fov is not None else 50.0),
+                                     float(near), float(far), bool(depth), pos, list(rot))
         written = _settle(session, settle, deadline)
-        ev = _request(session, {"key": RENDER_CAMERA_KEY, "quality": quality}, mounted,
-                      deadline)
+        ev = _request(session, {"key": key, "quality": quality}, mounted, deadline)
         _answered(session, written)
         rgb = decode_jpeg(_field(ev, "frame"))
         if depth:

@@ -90,7 +90,7 @@ class VuerSession(SceneOps):
         self._inbound = {"received": 0, "bad_messages": 0, "downlink_dropped": 0}
         self._scene_epoch = 0  # bumped by every SET: responders added earlier are gone
         self._grab_render_epoch = -1
-        self._render_camera_epoch = -1
+        self._render_state = render.RenderState()
         self._last_write = 0.0  # monotonic time the sender last wrote a batch
         self._key_handlers: Dict[Any, Callable[[ClientEvent], Any]] = {}
         self._recorders: List[Any] = []
@@ -111,13 +111,15 @@ class VuerSession(SceneOps):
         etype = msg["etype"]
         if etype == "NOOP":
             return
-        if etype == "SET":
-            self._scene_epoch += 1
+        if etype == "SET":  # keep get_render's off-screen cameras mounted across it
+            render.keep_render_cameras(self, msg)
         rk = getattr(event, "redundancy_key", None)
         self._send_encoded(codec.encode(msg), msg, rk() if callable(rk) else None)
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
                       redundancy_key: Optional[str] = None) -> None:
+        if msg is not None and msg.get("etype") == "SET":
+            self._scene_epoch += 1  # from any source: session, app.scene, relay, playback
         for rec in self._recorders:
             rec._on_message(payload, msg)
         group = getattr(self._atomic, "group", None)
