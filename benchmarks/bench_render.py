@@ -30,10 +30,10 @@ from typing import Any, Dict, List
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout; tests/browser.py
 
-from browser import CHROMIUM, Chromium, red_stats  # noqa: E402
-
 from vuer_sync import Vuer  # noqa: E402
 from vuer_sync.schemas import Box, DefaultScene, GrabRender  # noqa: E402
+
+from browser import CHROMIUM, Chromium, red_stats  # noqa: E402
 
 QUALITY = 0.9
 VIEWPORTS = [(640, 480), (1280, 720)]
