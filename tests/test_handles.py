@@ -86,4 +86,11 @@ def test_file_download_is_served_once(app):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(url, timeout=5)
     assert e.value.code == 404
+    late = s.send_file_download("late.bin", b"x")
+    token = late.split("/")[-2]
+    f, c, n, _ = app._downloads[token]
+    app._downloads[token] = (f, c, n, 0.0)  # as if offered more than 10 minutes ago
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(late, timeout=5)
+    assert e.value.code == 404
     ws.close()

@@ -232,3 +232,11 @@ def test_budget_counts_per_message_overhead():
         for i in range(10_000):  # ~20-byte payloads: the overhead is what fills the budget
             b.push(codec.encode({"etype": "E", "data": i}))
     assert b.snapshot_stats()["queued"] < 1000
+
+
+def test_a_merge_that_grows_past_the_budget_applies_the_policy():
+    b = box(max_bytes=20_000, policy="disconnect")
+    b.push(codec.encode({"etype": "OTHER", "data": 1}))  # something else is queued
+    b.push(*upd("pc", "UPSERT", vertices=b"\x01" * 100))
+    with pytest.raises(SessionClosed, match="over budget"):
+        b.push(*upd("pc", "UPSERT", vertices=b"\x02" * 50_000))  # merged, and too big

@@ -348,3 +348,49 @@ def test_bad_handshakes_do_not_hurt_the_server(app, request_bytes):
     if request_bytes.startswith(b"GET"):
         assert reply.startswith(b"HTTP/1.1 400")  # a clear refusal, not a server error
     assert healthy(app)
+
+
+def test_over_budget_client_is_cut_at_once_and_logged_once(caplog, excepthook):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vuer_sync")
+    with Vuer(port=0, outbox_bytes=4 << 20, outbox_timeout=0.2) as app:
+        stalled = raw_client(app.port, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+        assert wait_until(lambda: len(app.sessions) == 1)
+        s = app.sessions[0]
+        from vuer_sync import SessionClosed
+
+        with pytest.raises(SessionClosed):
+            for _ in range(200):
+                s.send(ServerEvent(b"\x00" * (1 << 20), etype="BIG"))
+        for i in range(1000):
+            app.scene.update @ {"key": "n", "i": i}
+        assert wait_until(lambda: not app.sessions, 3)  # not after the 60 s send timeout
+        drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(drops) == 1
+        stalled.close()
+        assert healthy(app)
+    assert not excepthook
+
+
+def test_handler_replying_after_its_client_left_is_not_an_error(app, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="vuer_sync")
+    done = threading.Event()
+
+    @app.add_handler("HELLO")
+    def slow_reply(ev, session):
+        session.wait_closed(5)  # the client is gone by now
+        try:
+            session.upsert @ {"key": "reply"}
+        finally:
+            done.set()
+
+    app.start(block=False)
+    ws = raw_client(app.port)
+    ws.send_binary(codec.encode({"etype": "HELLO", "value": 1}))
+    ws.close()
+    assert done.wait(5)
+    time.sleep(0.05)  # let the worker finish logging
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

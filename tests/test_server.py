@@ -451,8 +451,11 @@ def test_set_sends_explicit_empty_lists(app):
     ws.close()
 
 
-def test_origin_check_and_token(no_thread_leak):
-    with Vuer(port=0, token="s3cret") as app:
+def test_origin_check_and_token(tmp_path, no_thread_leak):
+    (tmp_path / "secret.txt").write_text("s")
+    with Vuer(port=0, token="s3cret", workspace=str(tmp_path)) as app:
+        assert http_get(app.port, "/workspace/secret.txt")[0] == 403
+        assert http_get(app.port, "/workspace/secret.txt?token=s3cret")[:2] == (200, b"s")
         with pytest.raises(websocket.WebSocketBadStatusException) as e:
             websocket.create_connection(f"ws://127.0.0.1:{app.port}/", timeout=5)
         assert e.value.status_code == 403

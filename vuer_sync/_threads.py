@@ -52,8 +52,14 @@ class SerialWorker:
             fn, args = item
             try:
                 fn(*args)
-            except Exception:
-                logger.exception("handler %s raised", getattr(fn, "__qualname__", fn))
+            except Exception as e:
+                from .errors import SessionClosed
+
+                name = getattr(fn, "__qualname__", fn)
+                if isinstance(e, SessionClosed):  # the client left while it ran: normal end
+                    logger.debug("handler %s stopped: %s", name, e)
+                else:
+                    logger.exception("handler %s raised", name)
 
     def stop(self) -> Optional[threading.Thread]:
         """Let queued calls finish, then end the thread; returns it for joining."""

@@ -177,6 +177,8 @@ class Outbox:
                         self._replace(prev, payload)
                     else:
                         self._merge_into(prev, payload)
+                    if self._pending_bytes > self.max_bytes and len(self._queue) > 1:
+                        self._wait_for_space(0)  # a merge that grew: the budget still holds
                     return self._seq
             self._wait_for_space(len(payload) + MESSAGE_OVERHEAD)
             return self._append(payload, ckey)

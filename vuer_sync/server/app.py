@@ -379,7 +379,7 @@ class Vuer:
         left = max(0.1, timeout - (time.monotonic() - t0))
         return session.get_render(*args, timeout=left, **kwargs)
 
-    def show(self, height: int = 400, width: str = "100%") -> Any:
+    def show(self, height: int = 400, width: str = "100%") -> None:
         """Display the web client inline in Jupyter (an IFrame of :attr:`local_url`); outside
         a notebook, open it in the default web browser. Starts the server if needed."""
         if self._server is None:
@@ -390,9 +390,8 @@ class Vuer:
         except ImportError:
             get_ipython = None  # type: ignore[assignment]
         if get_ipython is not None and get_ipython() is not None:
-            frame = IFrame(self.local_url, width=width, height=height)
-            display(frame)
-            return frame
+            display(IFrame(self.local_url, width=width, height=height))
+            return None  # displayed once; returning the frame would show a second viewer
         import webbrowser
 
         webbrowser.open(self.local_url)
@@ -577,6 +576,8 @@ class Vuer:
 
         @app.route("/workspace/<path:filename>")
         def workspace(filename: str) -> Response:
+            if not http.token_ok(self.token):  # with a token, files need it too
+                return Response("missing or wrong token\n", status=403, mimetype="text/plain")
             return http.serve_from(http.workspace_roots(self.workspace), filename)
 
         @app.route("/relay", methods=["POST"])
@@ -611,6 +612,8 @@ class Vuer:
 
         with self._lock:
             offer = getattr(self, "_downloads", {}).pop(token, None)  # one-time
+        if offer is not None and offer[3] < time.monotonic():
+            offer = None  # offered more than 10 minutes ago: expired
         if offer is None:
             return Response("no such download\n", status=404, mimetype="text/plain")
         filename, content, chunk, _ = offer
@@ -687,7 +690,7 @@ class Vuer:
             while True:
                 session._on_message(conn.receive())
         except ConnectionClosed as e:
-            why = f"client closed the connection ({e.code} {e.reason})".strip()
+            why = f"client closed the connection ({e.code}{' ' + e.reason if e.reason else ''})"
         except OSError as e:
             why = f"connection lost: {e}"
         except Exception:

@@ -136,9 +136,12 @@ class VuerSession(SceneOps):
 
     def _drop_if_over_budget(self) -> None:
         reason = self._outbox.closed or ""
-        if reason.startswith("send queue over budget"):
-            logger.warning("session %s dropped: %s", self.id, reason)
-            self._begin_close(1013, "send queue over budget", drain=False)
+        if not reason.startswith("send queue over budget") or self._closing:
+            return
+        logger.warning("session %s dropped: %s", self.id, reason)
+        self._begin_close(1013, "send queue over budget", drain=False)
+        # the client is not reading: cut the socket rather than wait for a blocked write
+        self._ws.abort()
 
     def atomic(self) -> ContextManager[None]:
         """Messages sent by this thread inside the block reach the client back to back.
