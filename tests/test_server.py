@@ -469,3 +469,57 @@ def test_origin_check_and_token(tmp_path, no_thread_leak):
         ok.close()
         assert http_get(app.port, "/relay?sid=*", "POST", msgpack.packb({"etype": "X"}))[0] \
             == 403
+
+
+def test_rpc_written_directly_when_idle_keeps_order_under_load(app):
+    app.start(block=False)
+    ws = raw_client(app.port)
+    s = app.wait_for_session(5)
+    log = []
+
+    def peer():
+        while True:
+            try:
+                op, data = ws.recv_data()
+            except Exception:
+                return
+            if op != websocket.ABNF.OPCODE_BINARY:
+                continue
+            m = msgpack.unpackb(data, raw=False)
+            if m["etype"] == "PING":
+                log.append(("rpc", m["data"]["i"]))
+                ws.send_binary(codec.encode({"etype": m["rtype"], "value": m["data"]}))
+            elif m["etype"] == "UPSERT":
+                log.append(("up", m["data"]["nodes"][0]["i"]))
+
+    reader = threading.Thread(target=peer)
+    reader.start()
+    errors = []
+
+    def noise():
+        for i in range(3000):
+            s.upsert @ {"key": "noise", "i": -1, "pad": "x" * (i % 40)}
+
+    def caller():
+        try:
+            for i in range(300):
+                s.upsert @ {"key": "k", "i": i}
+                assert s.rpc(Ping({"i": i}), ttl=5).value == {"i": i}
+        except Exception as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=noise), threading.Thread(target=caller)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    ws.close()
+    reader.join(5)
+    assert not errors
+    last_up = None
+    for kind, i in log:
+        if kind == "up" and i >= 0:
+            last_up = i
+        elif kind == "rpc":
+            assert last_up == i  # the upsert sent before each request arrived before it
+    assert s.stats["queued"] >= 3600

@@ -128,6 +128,7 @@ class Outbox:
         self._written_seq = 0
         self._pending_bytes = 0
         self._in_flight = 0  # taken by the sender, not yet reported written
+        self._direct = False  # a caller is writing one frame itself (see take_direct)
         self._closed: Optional[str] = None
         self._drain_then_close = False
         # queued == sent + coalesced + depth + in_flight + sum(dropped.values())
@@ -283,10 +284,12 @@ class Outbox:
         outbox is closed (after it is drained, when closed with ``drain=True``).
         """
         with self._lock:
-            if not self._queue and self._closed is None:
+            if (not self._queue or self._direct) and self._closed is None:
                 self._has_data.wait(timeout)
             if self._closed is not None and not (self._drain_then_close and self._queue):
                 return None
+            if self._direct:
+                return []  # a caller is writing: what follows it must wait (order)
             batch: List[OutMessage] = []
             size = 0
             q = self._queue
@@ -298,6 +301,25 @@ class Outbox:
                 size += m.nbytes
             self._in_flight += len(batch)
             return batch
+
+    def take_direct(self, payload: bytes) -> Optional[OutMessage]:
+        """If nothing is queued or being written, reserve the socket for the caller to write
+        ``payload`` itself (one thread hop less for an RPC request); ``None`` otherwise.
+
+        The caller must write it, then call :meth:`mark_written` (or :meth:`abandon`) with
+        ``[message]``; the sender takes nothing until then, so order is kept.
+        """
+        with self._lock:
+            if self._queue or self._in_flight or self._direct or self._closed is not None:
+                return None
+            self.stats["queued"] += 1
+            self._seq += 1
+            m = OutMessage(payload, self._seq, None)
+            self._clear_index()
+            self._pending_bytes += m.nbytes
+            self._in_flight += 1
+            self._direct = True
+            return m
 
     def requeue_front(self, batch: List[OutMessage]) -> None:
         """Put frames taken by :meth:`pop_batch` but not written back at the front, in order
@@ -316,6 +338,7 @@ class Outbox:
             return
         with self._lock:
             self._in_flight -= len(batch)
+            self._direct = False
             self._pending_bytes -= sum(m.nbytes for m in batch)
             d = self.stats["dropped"]
             d[reason] = d.get(reason, 0) + len(batch)
@@ -335,6 +358,9 @@ class Outbox:
         with self._lock:
             self._pending_bytes -= n
             self._in_flight -= len(batch)
+            if self._direct:
+                self._direct = False
+                self._has_data.notify()
             self._written_seq = batch[-1].seq
             self.stats["sent"] += len(batch)
             self.stats["bytes_sent"] += payload_bytes

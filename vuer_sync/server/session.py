@@ -178,10 +178,31 @@ class VuerSession(SceneOps):
         self._no_atomic("rpc()")
         fut = self._rpc.register(event.rtype)
         try:
-            self.send(event)
+            self._send_request(event)
             return wait(fut, ttl, f"{event.etype} request to session {self.id}")
         finally:
             self._rpc.discard(event.rtype, fut)
+
+    def _send_request(self, event: ServerRPC) -> None:
+        """Send an RPC request; when nothing is queued, write it from this thread (the
+        caller waits anyway), saving the hop to the sender thread."""
+        msg = message_of(event)
+        payload = codec.encode(msg)
+        if self._recorders or getattr(self._atomic, "group", None) is not None:
+            self._send_encoded(payload, msg)
+            return
+        m = self._outbox.take_direct(payload)
+        if m is None:
+            self._send_encoded(payload, msg)
+            return
+        try:
+            self._ws.send_many([payload])
+        except Exception as e:
+            self._outbox.abandon([m], "send failed")
+            self._on_disconnect(f"send failed: {e}")
+            raise SessionClosed(f"session {self.id}: send failed: {e}") from None
+        self._last_write = time.monotonic()
+        self._outbox.mark_written([m])
 
     def grab_render(self, ttl: Optional[float] = 2.0, **kwargs: Any) -> ClientEvent:
         """Vuer's ``grab_render``: returns the response event; ``value["frame"]`` is JPEG bytes.
