@@ -173,3 +173,25 @@ def test_play_stops_on_event_and_loops(app):
     assert not t.is_alive()
     assert keys == [f"b{i % 5}" for i in range(12)]
     ws.close()
+
+
+def test_cli_export_writes_an_offline_folder(tmp_path):
+    from conftest import require
+
+    require("vuer")  # the web client comes from the vuer wheel
+    path = tmp_path / "anim.vsrec"
+    path.write_bytes(make_recording())
+    out = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "vuer_sync.cli", "export", str(path),
+                           "--out", str(out)], check=False, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    view = (out / "view.html").read_text()
+    scene = Recording.load(path.read_bytes()).scene_param()
+    assert f"index.html?scene={scene}" in view and (out / "assets").is_dir()
+    bad = tmp_path / "bad.vsrec"
+    bad.write_bytes(make_recording()[:-10])
+    done = subprocess.run([sys.executable, "-m", "vuer_sync.cli", "export", str(bad),
+                           "--out", str(out)], check=False, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "truncated" in done.stderr

@@ -76,6 +76,19 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .record import Recording, RecordingError
+
+    try:
+        view = Recording.load(args.file).export(args.out)
+    except (OSError, RecordingError, RuntimeError) as e:
+        print(f"vuer-sync export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {view}\nview it offline: python -m http.server -d {args.out} "
+          f"then open http://localhost:8000/view.html")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vuer-sync",
@@ -98,6 +111,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="playback speed (2 = twice as fast, 0 = all at once)")
     play.add_argument("--loop", action="store_true", help="play again from the start")
     play.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    export = sub.add_parser("export", help="write a folder that shows a recording's final "
+                                           "scene offline (with any static file server)")
+    export.add_argument("file")
+    export.add_argument("--out", required=True, help="output folder")
     sub.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
     logging.basicConfig(level=str(args.log_level).upper(),
@@ -109,6 +126,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _demo(args)
     if args.command == "play":
         return _play(args)
+    if args.command == "export":
+        return _export(args)
     parser.print_help()
     return 0
 

@@ -132,6 +132,14 @@ class StateSerializer:
         p.write_bytes(self.serialize())
         return p
 
+    def as_html(self, client_url: str = "http://localhost:8012/") -> str:
+        """See :meth:`Recording.as_html` (the final scene of what was recorded so far)."""
+        return Recording.load(self.serialize()).as_html(client_url)
+
+    def show(self, height: int = 400) -> None:
+        """See :meth:`Recording.show`."""
+        Recording.load(self.serialize()).show(height)
+
 
 def _dedupe(obj: Any, table: Dict[bytes, int], buffers: List[bytes]) -> Any:
     if isinstance(obj, (bytes, bytearray)) and len(obj) >= BUFFER_MIN:
@@ -264,6 +272,68 @@ class Recording:
             g.apply(msg)
         return g.snapshot()
 
+    def scene_param(self) -> str:
+        """The final scene as the web client's ``?scene=`` value (URL-safe base64 msgpack)."""
+        import base64
+        from urllib.parse import quote
+
+        packed = codec.pack(self.final_scene())
+        return quote(base64.b64encode(packed).decode("ascii"), safe="")
+
+    def as_html(self, client_url: str = "http://localhost:8012/") -> str:
+        """A small HTML page that opens the Vuer web client at ``client_url`` with the final
+        scene loaded from the URL itself (``?scene=``): no websocket or server state needed,
+        only somewhere serving the web client (a vuer_sync server, ``vuer-sync export``'s
+        folder behind any static file server, or the hosted client)."""
+        import html
+
+        url = f"{client_url}?scene={self.scene_param()}"
+        return ("<!doctype html><meta charset='utf-8'><title>vuer_sync scene</title>"
+                f"<script>location.replace({_js_string(url)})</script>"
+                f"<a href=\"{html.escape(url)}\">open the scene</a>")
+
+    def export(self, out_dir: Union[str, Path]) -> Path:
+        """Write a folder that shows the final scene offline: a copy of the Vuer web client
+        (from the installed ``vuer`` wheel) plus ``view.html``. Serve it with any static file
+        server (``python -m http.server -d DIR``) and open ``/view.html``; browsers do not
+        run the web client's modules from ``file://``. Returns the path of ``view.html``."""
+        import shutil
+
+        from .server.http import client_build_dir
+
+        src = client_build_dir()
+        if src is None:
+            raise RuntimeError("the Vuer web client is not installed: "
+                               "pip install 'vuer-sync[viewer]'")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, out, dirs_exist_ok=True)
+        view = out / "view.html"
+        view.write_text(self.as_html(client_url="index.html"))
+        return view
+
+    def show(self, height: int = 400) -> None:
+        """Display the final scene inline in Jupyter (or open it in a browser): a local
+        vuer_sync server serves the web client; the scene travels in the URL."""
+        global _viewer
+        from .server.app import Vuer
+
+        if _viewer is None or not _viewer.running:
+            _viewer = Vuer(port=0)
+            _viewer.start(block=False)
+        url = f"{_viewer.local_url}?scene={self.scene_param()}"
+        try:
+            from IPython import get_ipython
+            from IPython.display import IFrame, display
+        except ImportError:
+            get_ipython = None  # type: ignore[assignment]
+        if get_ipython is not None and get_ipython() is not None:
+            display(IFrame(url, width="100%", height=height))
+            return
+        import webbrowser
+
+        webbrowser.open(url)
+
     def play(self, target: Union[VuerSession, SharedScene], speed: float = 1.0,
              loop: bool = False, stop: Optional[threading.Event] = None,
              exact: bool = True) -> int:
@@ -297,6 +367,15 @@ class Recording:
                 sent += 1
             if not loop or stop.is_set() or not self.records:
                 return sent
+
+
+_viewer: Any = None  # the local server behind Recording.show()
+
+
+def _js_string(text: str) -> str:
+    import json
+
+    return json.dumps(text).replace("</", "<\\/")
 
 
 def _send_raw(target: Any, msg: Dict[str, Any]) -> None:
