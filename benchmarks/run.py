@@ -83,7 +83,8 @@ SMOKE = {
     "browser_k": 2,
 }
 
-EXTERNAL = ("bench_client_upload.py", "bench_rtc.py", "bench_render.py", "bench_transport.py")
+EXTERNAL = ("bench_client_upload.py", "bench_rtc.py", "bench_render.py", "bench_transport.py",
+            "bench_record.py")
 
 NA = "n/a"
 
