@@ -523,3 +523,30 @@ def test_rpc_written_directly_when_idle_keeps_order_under_load(app):
         elif kind == "rpc":
             assert last_up == i  # the upsert sent before each request arrived before it
     assert s.stats["queued"] >= 3600
+
+
+def test_request_size_limit_and_verbose_banner(capsys, no_thread_leak):
+    with Vuer(port=0, REQUEST_MAX_SIZE=1000, verbose=True) as app:
+        out = capsys.readouterr().out
+        assert "REQUEST_MAX_SIZE = 1000" in out and "token = None" in out
+        big = msgpack.packb({"etype": "X", "data": b"x" * 5000})
+        assert http_get(app.port, "/relay?sid=*", "POST", big)[0] == 413
+
+
+def test_received_events_buffer_popleft_pop_stream_clear(no_thread_leak):
+    with Vuer(port=0, queue_len=3) as app:
+        ws = raw_client(app.port)
+        s = app.wait_for_session(5)
+        for i in range(5):
+            ws.send_binary(codec.encode({"etype": "E", "value": i}))
+        ws.send_binary(codec.encode({"etype": "LAST", "value": 5}))
+        s.till("LAST", timeout=5)
+        assert [e.value for e in s.stream()] == [3, 4, 5]  # queue_len kept, oldest counted
+        assert s.stats["downlink_dropped"] == 4  # INIT + E0..E2: counted, not silent
+        ws.send_binary(codec.encode({"etype": "E", "value": 6}))
+        ws.send_binary(codec.encode({"etype": "LAST", "value": 7}))
+        s.till("LAST", timeout=5)
+        assert s.pop().value == 7 and s.popleft().value == 6
+        s.clear()
+        assert list(s.stream()) == []
+        ws.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import platform
 import queue
 import ssl
@@ -45,6 +46,26 @@ logger = logging.getLogger("vuer_sync.client")
 __all__ = ["VuerClient", "client_info"]
 
 _CLOSED = object()
+
+
+FAST_WRITE = True  # False: websocket-client's own send path (for benchmarks)
+
+
+def _write_binary(ws: Any, payload: bytes) -> None:
+    """One masked binary frame, written with ``sendall`` under websocket-client's own send
+    lock: its ``send_frame`` re-slices the rest of a large frame after every partial send
+    (a copy each time) and masks in pure Python."""
+    from .transport.frames import OP_BINARY, encode_header, mask_bytes
+
+    if not FAST_WRITE:
+        ws.send_binary(payload)
+        return
+    key = os.urandom(4)
+    header = encode_header(len(payload), OP_BINARY, mask_key=key)
+    body = mask_bytes(payload, key)
+    with ws.lock:
+        ws.sock.sendall(header)
+        ws.sock.sendall(body)
 
 
 def client_info() -> Dict[str, Any]:
@@ -362,7 +383,7 @@ class VuerClient:
                     return
                 if batch:
                     for m in batch:
-                        ws.send_binary(m.payload)
+                        _write_binary(ws, m.payload)
                     self._outbox.mark_written(batch)
                     batch = None
                     continue

@@ -522,6 +522,13 @@ class Vuer:
         ]
         if self.client_root is None:
             lines.append("(web client not installed: pip install 'vuer-sync[viewer]')")
+        if self.verbose:  # as Vuer's verbose: every setting
+            for name in ("host", "port", "cert", "key", "ca_cert", "cors", "workspace",
+                         "queue_len", "WEBSOCKET_MAX_SIZE", "REQUEST_MAX_SIZE", "domain",
+                         "client_url", "ping_interval", "send_timeout", "outbox_bytes",
+                         "outbox_policy", "outbox_timeout", "allowed_origins"):
+                lines.append(f"  {name} = {getattr(self, name)!r}")
+            lines.append(f"  token = {'(set)' if self.token else None}")
         print("\n".join(lines) + "\n", flush=True)  # the one start-up banner
 
     # -- the websocket connection ---------------------------------------------------------
@@ -727,8 +734,8 @@ class Vuer:
             with self._lock:
                 self._session_cv.notify_all()
             self._start_spawn(session, ev)
+        session._remember(ev)  # before waking till(): the event is in the buffer by then
         session._till.resolve(et, ev)
-        session._remember(ev)
         if et == "CAMERA_MOVE":
             session.camera._on_move(ev)
         elif et == "RTC":
