@@ -104,3 +104,19 @@ def test_exported_folder_shows_the_final_scene_offline(chromium, tmp_path):
         site.shutdown()
         site.server_close()
         t.join(5)
+
+
+def test_a_reloaded_page_gets_the_current_shared_scene(chromium, no_thread_leak):
+    with Vuer(port=0) as app:
+        arrived = []
+        app.spawn(lambda s: (arrived.append(s), s.forever()), client="browser")
+        app.start(block=False)
+        app.scene.set @ DefaultScene(red_box(-2))
+        page = chromium.open(f"http://127.0.0.1:{app.port}/")
+        assert wait_until(lambda: arrived, 30)
+        assert red_stats(settled_frame(arrived[0]))["cx"] < 0.45
+        app.scene.update @ {"key": "box", "position": [2, 0, 0]}  # changed while connected
+        page.reload()  # the web client never reconnects by itself; a reload does
+        assert wait_until(lambda: len(arrived) == 2, 30)
+        assert red_stats(settled_frame(arrived[1]))["cx"] > 0.55  # the current scene
+        page.close()

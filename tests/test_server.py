@@ -550,3 +550,25 @@ def test_received_events_buffer_popleft_pop_stream_clear(no_thread_leak):
         s.clear()
         assert list(s.stream()) == []
         ws.close()
+
+
+def test_spawn_tasks_see_closed_and_are_joined_when_the_session_ends(app):
+    ended = []
+
+    @app.spawn
+    def main(session):
+        def ticker():
+            while not session.wait_closed(0.01):
+                pass
+            ended.append(time.monotonic())
+
+        session.spawn_task(ticker, name="vuer-test-ticker")
+        session.forever()
+
+    app.start(block=False)
+    ws = raw_client(app.port)
+    assert wait_until(lambda: app.sessions and app.sessions[0]._tasks)
+    task = app.sessions[0]._tasks[0]
+    ws.close()
+    assert wait_until(lambda: not app.sessions, 5)
+    assert ended and not task.is_alive()  # joined before the session was let go

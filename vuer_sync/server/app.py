@@ -712,6 +712,7 @@ class Vuer:
                 bind_queue.put(None)
             session._sender.join(2.0)
             conn.abort()
+            session._join_tasks(1.0)
             for cb in self._on_disconnect:
                 session._handlers.submit(cb, session)
             self._count_ended(session)

@@ -86,6 +86,7 @@ class VuerSession(SceneOps):
         self._close_frame = (1000, "")
         self._atomic = threading.local()
         self._threads: List[threading.Thread] = []
+        self._tasks: List[threading.Thread] = []
         self._reader_done = threading.Event()
         self._inbound = {"received": 0, "bad_messages": 0, "downlink_dropped": 0}
         self._scene_epoch = 0  # bumped by every SET: responders added earlier are gone
@@ -282,7 +283,8 @@ class VuerSession(SceneOps):
     def spawn_task(self, fn: Callable[..., Any], *args: Any, name: Optional[str] = None
                    ) -> threading.Thread:
         """Run ``fn(*args)`` on a thread tied to this session: it can watch
-        ``session.closed`` and is joined when the session ends."""
+        ``session.closed`` and is joined when the session ends (a warning names a task
+        still running a second later)."""
 
         def run() -> None:
             try:
@@ -294,7 +296,17 @@ class VuerSession(SceneOps):
 
         t = start_thread(run, name or f"vuer-task:{self.id[:8]}")
         self._threads.append(t)
+        self._tasks.append(t)
         return t
+
+    def _join_tasks(self, timeout: float) -> None:
+        """Join this session's ``spawn_task`` threads (they see ``closed`` and should end)."""
+        deadline = time.monotonic() + timeout
+        for t in self._tasks:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                logger.warning("task %s of session %s still running after it closed",
+                               t.name, self.id)
 
     # -- received events (Vuer's downlink queue) ------------------------------------------
 
