@@ -689,7 +689,7 @@ class Vuer:
             import queue
 
             bind_queue = queue.SimpleQueue()
-            session._bind_queue = bind_queue  # type: ignore[attr-defined]
+            session._bind_queue = bind_queue
             session._threads.append(
                 start_thread(self._run_bind, f"vuer-bind:{session.id[:8]}", session, bind_queue))
         why = "client disconnected"
@@ -757,9 +757,8 @@ class Vuer:
                     del self._handlers[et]
         for fn in todo:
             session._handlers.submit(fn, ev, session)
-        q = getattr(session, "_bind_queue", None)
-        if q is not None:
-            q.put(ev)
+        if session._bind_queue is not None:
+            session._bind_queue.put(ev)
 
     def _start_spawn(self, session: VuerSession, init: ClientEvent) -> None:
         info = init.value if isinstance(init.value, dict) else {}
