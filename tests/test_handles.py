@@ -48,6 +48,8 @@ def test_notification_lifecycle(app):
     ws = raw_client(app.port)
     s = app.wait_for_session(5)
     n = s.add_notification("Saving", "please wait", loading=True, color="blue")
+    js = recv_msg(ws)  # once per session: the script that lets the close button hide it
+    assert js["etype"] == "TIMEOUT" and "vuer-sync-notification" in js["data"]["fn"]
     m = recv_msg(ws)
     assert m["etype"] == "ADD" and m["data"]["to"] == "htmlChildren"
     node = m["data"]["nodes"][0]

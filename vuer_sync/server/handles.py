@@ -123,6 +123,12 @@ def _parse_camera(cam: Dict[str, Any]) -> Dict[str, Any]:
     return state
 
 
+_DISMISS_JS = (
+    "document.addEventListener('click', function (e) {"
+    " var b = e.target.closest && e.target.closest('.vuer-sync-notification > button');"
+    " if (b) { b.parentElement.style.display = 'none'; } }, true);"
+)
+
 _COLORS = {
     "dark": "#25262b", "gray": "#868e96", "red": "#fa5252", "pink": "#e64980",
     "grape": "#be4bdb", "violet": "#7950f2", "indigo": "#4c6ef5", "blue": "#228be6",
@@ -135,8 +141,10 @@ class NotificationHandle:
     """A notification shown in the web client's HTML overlay (``htmlChildren``).
 
     Assigning ``title``, ``body``, ``loading``, ``with_close_button``, ``auto_close`` or
-    ``color`` updates it live; :meth:`remove` takes it away. The close button (if any) and
-    ``auto_close`` (milliseconds) remove it too.
+    ``color`` updates it live; :meth:`remove` takes it away, and so does ``auto_close``
+    (milliseconds). The close button hides it in that page; the web client (0.0.102) does not
+    report button clicks, so the server learns of it only from a client that sends ``CLICK``
+    with the button's key.
     """
 
     _counter = 0
@@ -158,6 +166,10 @@ class NotificationHandle:
         self.color = color
         self._ready = True
         session._key_handlers[("CLICK", f"{self.key}-close")] = lambda ev: self.remove()
+        if with_close_button and not session._dismiss_installed:
+            # the web client's Button does not send CLICK (client 0.0.102): dismiss in the page
+            run_javascript(session, _DISMISS_JS)
+            session._dismiss_installed = True
         session.add(self._element(), to="htmlChildren")
         self._arm_auto_close()
 
@@ -177,11 +189,15 @@ class NotificationHandle:
             {"key": f"{self.key}-body", "tag": "Div", "children": [str(self.body)]},
         ]
         if self.with_close_button:
-            children.append({"key": f"{self.key}-close", "tag": "Button", "children": ["\u00d7"],
+            # the web client's Button renders its `value` as the label
+            children.append({"key": f"{self.key}-close", "tag": "Button", "value": "\u00d7",
                              "style": {"position": "absolute", "top": "4px", "right": "6px"}})
         return {
             "key": self.key, "tag": "Div", "className": "vuer-sync-notification",
-            "style": {"position": "absolute", "top": "12px", "left": "12px", "zIndex": 1000,
+            # top centre: the web client has panels top left, on the right, and XR buttons
+            # at the bottom centre
+            "style": {"position": "fixed", "top": "16px", "left": "50%",
+                      "transform": "translateX(-50%)", "zIndex": 10000,
                       "minWidth": "220px", "maxWidth": "360px", "padding": "10px 28px 10px 12px",
                       "background": "#1f2023", "color": "#f1f3f5", "borderRadius": "6px",
                       "borderLeft": f"4px solid {accent}", "fontFamily": "sans-serif",

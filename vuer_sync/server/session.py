@@ -88,6 +88,7 @@ class VuerSession(SceneOps):
         self._threads: List[threading.Thread] = []
         self._tasks: List[threading.Thread] = []
         self._bind_queue: Any = None  # bind() mode: received events for the generator
+        self._dismiss_installed = False  # notifications' close-button script sent
         self._reader_done = threading.Event()
         self._inbound = {"received": 0, "bad_messages": 0, "downlink_dropped": 0}
         self._scene_epoch = 0  # bumped by every SET: responders added earlier are gone
