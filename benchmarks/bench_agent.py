@@ -113,6 +113,27 @@ def _control_loop(duration: float, period: float = 1e-3) -> List[float]:
             nxt = now + period
 
 
+def _lateness_while(duration: float, switch: Optional[float], stop: threading.Event,
+                    sent: List[int], start: Optional[Callable[[], Any]] = None,
+                    finish: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
+    """Run the 1 kHz loop (optionally with another GIL switch interval) while ``start``ed
+    streaming goes on; then ``stop`` it and ``finish`` (join) it."""
+    old = sys.getswitchinterval()
+    if switch:
+        sys.setswitchinterval(switch)
+    try:
+        if start is not None:
+            start()
+            time.sleep(0.05)
+        late = _control_loop(duration)
+    finally:
+        stop.set()
+        if finish is not None:
+            finish()
+        sys.setswitchinterval(old)
+    return {"late": summarize_s(late), "messages": sent[0]}
+
+
 class _PoseTimes:
     """Preallocated (and touched) storage for per-call timings, so that recording them does
     not show up as server RSS growth."""
@@ -237,21 +258,9 @@ class SyncAgent:
                 s.flush(60)
                 sent[0] += 1
 
-        old = sys.getswitchinterval()
-        if switch:
-            sys.setswitchinterval(switch)
-        t = threading.Thread(target=streamer, daemon=True) if stream else None
-        try:
-            if t is not None:
-                t.start()
-                time.sleep(0.05)
-            late = _control_loop(duration)
-        finally:
-            stop.set()
-            if t is not None:
-                t.join(30)
-            sys.setswitchinterval(old)
-        return {"late": summarize_s(late), "messages": sent[0]}
+        t = threading.Thread(target=streamer, daemon=True)
+        return _lateness_while(duration, switch, stop, sent, t.start if stream else None,
+                               (lambda: t.join(30)) if stream else None)
 
     def cmd_broadcast(self, hz: float, duration: float) -> Dict[str, Any]:
         from vuer_sync.schemas import Box
@@ -498,22 +507,14 @@ class VuerAgent:
                 sent[0] += 1
                 await self._drain([s], 60)
 
-        old = sys.getswitchinterval()
-        if switch:
-            sys.setswitchinterval(switch)
-        fut = None
-        try:
-            if stream:
-                assert self.loop is not None
-                fut = asyncio.run_coroutine_threadsafe(streamer(), self.loop)
-                time.sleep(0.05)
-            late = _control_loop(duration)
-        finally:
-            stop.set()
-            if fut is not None:
-                fut.result(60)
-            sys.setswitchinterval(old)
-        return {"late": summarize_s(late), "messages": sent[0]}
+        futs: List[Any] = []
+
+        def start() -> None:
+            assert self.loop is not None
+            futs.append(asyncio.run_coroutine_threadsafe(streamer(), self.loop))
+
+        return _lateness_while(duration, switch, stop, sent, start if stream else None,
+                               lambda: [f.result(60) for f in futs])
 
     def cmd_broadcast(self, hz: float, duration: float) -> Dict[str, Any]:
         from vuer.schemas import Box
@@ -671,21 +672,9 @@ class ViserAgent:
                 sent[0] += 1
                 stop.wait(0.01)
 
-        old = sys.getswitchinterval()
-        if switch:
-            sys.setswitchinterval(switch)
-        t = threading.Thread(target=streamer, daemon=True) if stream else None
-        try:
-            if t is not None:
-                t.start()
-                time.sleep(0.05)
-            late = _control_loop(duration)
-        finally:
-            stop.set()
-            if t is not None:
-                t.join(30)
-            sys.setswitchinterval(old)
-        return {"late": summarize_s(late), "messages": sent[0]}
+        t = threading.Thread(target=streamer, daemon=True)
+        return _lateness_while(duration, switch, stop, sent, t.start if stream else None,
+                               (lambda: t.join(30)) if stream else None)
 
     def cmd_broadcast(self, hz: float, duration: float) -> Dict[str, Any]:
         box = self.server.scene.add_box("/bbox")
