@@ -84,7 +84,7 @@ SMOKE = {
 }
 
 EXTERNAL = ("bench_client_upload.py", "bench_rtc.py", "bench_render.py", "bench_transport.py",
-            "bench_record.py")
+            "bench_record.py", "bench_lateness_floor.py")
 
 NA = "n/a"
 
@@ -894,9 +894,18 @@ def goals(res: Dict[str, Any]) -> List[Dict[str, Any]]:
     r = v("3", "p50_us", "vuer_sync")
     add("RPC round trip p50 <= 150 µs", r <= 150 if _num(r) else None, f"{fmt(r)} µs (row 3)")
     lp = v("5", "p99_ms", "vuer_sync")
+    floor = res.get("external", {}).get("bench_lateness_floor.py", {}).get("json", {})
+    floor = floor.get("lateness_floor.json") or floor.get("lateness_floor-smoke.json") or {}
+    floor_note = ""
+    if isinstance(floor, dict) and "thread" in floor:
+        floor_note = (f"; the machine's floor with no server at all (`bench_lateness_floor.py`:"
+                      f" plain `sendall` of 12 MB blobs to a draining process): "
+                      f"{fmt(floor['thread']['p99_ms'])} ms from a thread of the loop's process,"
+                      f" {fmt(floor['process']['p99_ms'])} ms from another process, "
+                      f"{fmt(floor['none']['p99_ms'])} ms with nothing streaming")
     add("1 kHz loop lateness p99 <= 0.5 ms while streaming", lp <= 0.5 if _num(lp) else None,
         f"{fmt(lp)} ms at the default switch interval; {fmt(v('5', 'switch_p99_ms', 'vuer_sync'))}"
-        f" ms with setswitchinterval(0.0005) (row 5)")
+        f" ms with setswitchinterval(0.0005) (row 5){floor_note}")
     ic = v("7", "cpu_pct", "vuer_sync")
     add("idle CPU ~ 0 (< 1% of a core)", ic < 1.0 if _num(ic) else None,
         f"{fmt(ic)}% with {res['params']['idle_clients']} clients (row 7; Vuer "

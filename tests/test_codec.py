@@ -132,3 +132,58 @@ def test_garbage_only_raises_protocol_error(data):
     except ProtocolError:
         return
     assert isinstance(msg, dict) and isinstance(msg["etype"], str)
+
+
+# -- encode_parts: large bytes referenced, never copied ----------------------------------
+
+BIG = codec.LARGE_BINARY
+
+
+def _node(key, **props):
+    return {"key": key, "tag": "PointCloud", **props}
+
+
+def test_encode_parts_is_byte_identical_and_references_large_values():
+    verts, cols = np.arange(BIG * 3, dtype=np.uint8).tobytes(), bytes(range(256)) * 400
+    msg = {"etype": "UPSERT", "ts": 1.25, "data": {
+        "nodes": [_node("pc", vertices=verts, colors=cols, size=0.01),
+                  {"key": "grp", "children": [_node("inner", vertices=verts)]}],
+        "to": None, "img": cols}}
+    seg = codec.encode_parts(msg)
+    assert isinstance(seg, codec.Segments) and len(seg.large) == 4
+    assert bytes(seg) == codec.encode(msg) and len(seg) == len(codec.encode(msg))
+    # the large values are the caller's objects themselves (no copy), written as bin32
+    assert sum(p is verts for p in seg.parts) == 2 and sum(p is cols for p in seg.parts) == 2
+    out = codec.unpack(seg)
+    assert out == msgpack.unpackb(codec.encode(msg), raw=False)
+    assert out["data"]["nodes"][0]["vertices"] is verts
+    assert out["data"]["nodes"][1]["children"][0]["vertices"] is verts
+    assert msg["data"]["nodes"][0]["vertices"] is verts  # the caller's message is untouched
+
+
+def test_encode_parts_falls_back_to_plain_bytes():
+    small = {"etype": "UPDATE", "data": {"nodes": [{"key": "b", "position": [1, 2, 3]}]}}
+    assert codec.encode_parts(small) == codec.encode(small)
+    # mutable buffers are copied (the caller may change them after the call) ...
+    mutable = {"etype": "X", "data": {"a": bytearray(BIG), "b": memoryview(bytes(BIG))}}
+    assert codec.encode_parts(mutable) == codec.encode(mutable)
+    # ... and long node lists are not searched (a 100-node update never carries clouds)
+    many = {"etype": "UPDATE", "data": {"nodes": [_node(f"n{i}", v=bytes(BIG)) for i in range(17)]}}
+    assert codec.encode_parts(many) == codec.encode(many)
+    assert codec.encode_parts({"etype": "X", "data": [bytes(BIG)]}) == \
+        codec.encode({"etype": "X", "data": [bytes(BIG)]})
+    with pytest.raises(TypeError, match="data.nodes"):
+        codec.encode_parts({"etype": "X", "data": {"nodes": [{"v": bytes(BIG), "o": object()}]}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_like, sizes=st.lists(st.sampled_from([0, 10, BIG - 1, BIG, BIG + 7]),
+                                       max_size=4))
+def test_encode_parts_property(value, sizes):
+    data = {"nodes": [_node(f"k{i}", blob=b"\x01" * n, extra=value) for i, n in enumerate(sizes)],
+            "value": value}
+    msg = {"etype": "UPSERT", "data": data}
+    seg = codec.encode_parts(msg)
+    assert bytes(seg) == codec.encode(msg)
+    assert codec.unpack(seg) == msgpack.unpackb(codec.encode(msg), raw=False,
+                                                 strict_map_key=False)

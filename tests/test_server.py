@@ -10,7 +10,7 @@ import msgpack
 import pytest
 import websocket
 
-from vuer_sync import SessionClosed, Vuer, VuerClient, codec
+from vuer_sync import RPCTimeout, SessionClosed, Vuer, VuerClient, codec
 from vuer_sync.events import ClientEvent, ServerRPC
 
 from conftest import our_threads, wait_until
@@ -38,6 +38,25 @@ def test_start_nonblocking_port0_stop_frees_port(no_thread_leak):
     s = socket.socket()
     s.bind(("127.0.0.1", port))  # the port is free again
     s.close()
+
+
+def test_stop_ends_connections_that_never_sent_a_request(no_thread_leak):
+    app = Vuer(port=0).start(block=False)
+    port = app.port
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    assert wait_until(lambda: len(app._server._open) == 3)  # each has a handler thread
+    t0 = time.monotonic()
+    app.stop()
+    assert time.monotonic() - t0 < 1.5
+    for s in silent:
+        s.settimeout(2)
+        assert s.recv(1) == b""  # ended by the server, not left hanging
+        s.close()
+    handlers = [t for t in threading.enumerate()
+                if t.name.startswith("vuer-http") or "process_request" in t.name]
+    assert not handlers  # joined by stop()
+    with Vuer(port=port) as again:  # the same port at once (as Werkzeug: SO_REUSEADDR)
+        assert again.port == port
 
 
 def test_busy_port_is_a_clear_oserror():
@@ -165,8 +184,9 @@ def test_handlers_and_till_are_per_session(app):
     app.start(block=False)
     with VuerClient(f"ws://127.0.0.1:{app.port}") as a, \
             VuerClient(f"ws://127.0.0.1:{app.port}") as b:
-        wait_until(lambda: len(app.sessions) == 2 and all(s.init for s in app.sessions))
-        time.sleep(0.05)
+        # both spawn functions are waiting in till() before anything is sent
+        assert wait_until(lambda: len(app.sessions) == 2
+                          and all(s._till.wants("HELLO") for s in app.sessions))
         a.send(Hello(value="from-a"))
         b.send(Hello(value="from-b"))
         assert wait_until(lambda: len(results) == 2 and len(seen) == 2)
@@ -537,19 +557,41 @@ def test_received_events_buffer_popleft_pop_stream_clear(no_thread_leak):
     with Vuer(port=0, queue_len=3) as app:
         ws = raw_client(app.port)
         s = app.wait_for_session(5)
+        last = s.expect("LAST")  # registered before sending: a fast reader cannot beat it
         for i in range(5):
             ws.send_binary(codec.encode({"etype": "E", "value": i}))
         ws.send_binary(codec.encode({"etype": "LAST", "value": 5}))
-        s.till("LAST", timeout=5)
+        assert last.wait(timeout=5).value == 5
         assert [e.value for e in s.stream()] == [3, 4, 5]  # queue_len kept, oldest counted
         assert s.stats["downlink_dropped"] == 4  # INIT + E0..E2: counted, not silent
-        ws.send_binary(codec.encode({"etype": "E", "value": 6}))
-        ws.send_binary(codec.encode({"etype": "LAST", "value": 7}))
-        s.till("LAST", timeout=5)
+        with s.expect("LAST") as last:
+            ws.send_binary(codec.encode({"etype": "E", "value": 6}))
+            ws.send_binary(codec.encode({"etype": "LAST", "value": 7}))
+            assert last.wait(timeout=5).value == 7
         assert s.pop().value == 7 and s.popleft().value == 6
         s.clear()
         assert list(s.stream()) == []
         ws.close()
+
+
+def test_expect_registers_before_the_action_and_cleans_up(no_thread_leak):
+    with Vuer(port=0) as app:
+        ws = raw_client(app.port)
+        s = app.wait_for_session(5)
+        ws.send_binary(codec.encode({"etype": "DONE", "value": "early"}))
+        assert wait_until(lambda: any(e.etype == "DONE" for e in s.stream()))
+        done = s.expect("DONE")  # an event that came before expect() is not its answer
+        with pytest.raises(RPCTimeout):
+            done.wait(timeout=0.2)
+        assert len(s._till) == 0  # a timed-out waiter is forgotten
+        done = s.expect("DONE")
+        ws.send_binary(codec.encode({"etype": "DONE", "value": "late"}))
+        time.sleep(0.2)  # the answer arrives before anyone waits: still delivered
+        assert done.wait(timeout=5).value == "late"
+        pending = s.expect("NEVER")
+        ws.close()
+        with pytest.raises(SessionClosed):
+            pending.wait(timeout=5)
 
 
 def test_spawn_tasks_see_closed_and_are_joined_when_the_session_ends(app):

@@ -201,3 +201,38 @@ def test_app_stats_and_flush(app):
     ws.close()
     wait_until(lambda: not app.sessions)
     assert app.stats["sessions_ended"] == 1 and app.stats["queued"] == 50
+
+
+def test_point_clouds_reach_live_stalled_and_late_clients_intact(app):
+    """Large binaries travel by reference (codec.Segments): through the shared graph, the
+    coalescing of a stalled client's queue and a late joiner's SET, byte for byte."""
+    from vuer_sync.schemas import PointCloud
+
+    app.start(block=False)
+    live = raw_client(app.port)
+    stalled = raw_client(app.port, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    assert wait_until(lambda: len(app.sessions) == 2)
+    clouds = [(bytes([i]) * (3 << 20), bytes([100 + i]) * (1 << 20)) for i in range(4)]
+    for verts, cols in clouds:
+        app.scene.upsert @ PointCloud(key="pc", vertices=verts, colors=cols)
+        got = recv_msg(live)["data"]["nodes"][0]
+        assert (got["vertices"], got["colors"]) == (verts, cols)
+    app.scene.update @ {"key": "pc", "size": 0.5}
+    assert sum(s.stats["coalesced"] for s in app.sessions) >= 1  # the stalled one's queue
+    app.broadcast(ServerEvent(None, etype="DONE"))
+    last = {}
+    while True:
+        m = recv_msg(stalled)
+        if m["etype"] == "DONE":
+            break
+        for n in m["data"]["nodes"]:
+            last.update(n)
+    assert last["vertices"] == clouds[-1][0] and last["colors"] == clouds[-1][1]
+    assert last["size"] == 0.5
+    late = raw_client(app.port)
+    first = recv_msg(late)
+    assert first["etype"] == "SET"
+    (pc,) = first["data"]["children"]
+    assert (pc["vertices"], pc["colors"], pc["size"]) == (*clouds[-1], 0.5)
+    for ws in (live, stalled, late):
+        ws.close()

@@ -456,6 +456,37 @@ def test_large_message_is_sent_as_fragments(make_pair, workers):
     assert conn.messages_sent == 2
 
 
+class Gathered:
+    """A payload given as several buffers (what the codec's Segments look like)."""
+
+    def __init__(self, *parts: Any) -> None:
+        self.parts = parts
+
+
+@pytest.mark.parametrize("is_server", [True, False])
+def test_gathered_payload_is_one_message_split_at_fragment_size(make_pair, workers, is_server):
+    conn, peer = make_pair(is_server=is_server, fragment_size=1000)
+    a, b, c = os.urandom(700), bytearray(os.urandom(1800)), memoryview(os.urandom(500))
+    conn.send(Gathered(a, b, c))  # 3000 bytes: exactly three full fragments
+    sizes, data = [], []
+    while True:
+        h, payload = peer.recv_clean_frame()
+        sizes.append((h.opcode, h.fin, len(payload)))
+        data.append(payload)
+        if h.fin:
+            break
+    assert sizes == [(F.OP_BINARY, False, 1000), (F.OP_CONTINUATION, False, 1000),
+                     (F.OP_CONTINUATION, True, 1000)]
+    assert b"".join(data) == a + bytes(b) + bytes(c)
+    small = [Gathered(b"x" * i, b"", np.arange(i, dtype=np.uint8)) for i in (0, 1, 5)]
+    conn.send_many([b"first", *small, Gathered(os.urandom(2500)), b"last"])
+    got = [peer.recv_message()[1] for _ in range(6)]
+    assert got[0] == b"first" and got[-1] == b"last"
+    assert got[1:4] == [b"x" * i + bytes(range(i)) for i in (0, 1, 5)]
+    assert len(got[4]) == 2500
+    assert conn.messages_sent == 7
+
+
 @pytest.mark.parametrize("fragment_size", [64 * 2**20, 32 * 2**20, 2**20])
 def test_50mb_send_with_concurrent_pings_keeps_stream_clean(make_pair, workers, fragment_size):
     """Pings from another thread while a 50 MB message is being written must never be spliced into

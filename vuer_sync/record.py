@@ -94,8 +94,7 @@ class StateSerializer:
         if self.stopped:
             return
         if self.filter is not None:
-            m = msg if msg is not None else msgpack.unpackb(payload, raw=False,
-                                                           strict_map_key=False)
+            m = msg if msg is not None else codec.unpack(payload)
             if not self.filter(m):
                 return
         t = time.monotonic() - self._t0 if self.clock == "wall" else self._t
@@ -161,7 +160,7 @@ def _write(records: List[Tuple[float, bytes]], duration: float) -> bytes:
     buffers: List[bytes] = []
     body: List[bytes] = []
     for t, payload in records:
-        msg = _dedupe(msgpack.unpackb(payload, raw=False, strict_map_key=False), table, buffers)
+        msg = _dedupe(codec.unpack(payload), table, buffers)
         packed = msgpack.packb(msg, use_bin_type=True)
         rec = b"\x93" + msgpack.packb(float(t)) + packed + msgpack.packb(zlib.crc32(packed))
         body.append(rec)
@@ -379,7 +378,7 @@ def _js_string(text: str) -> str:
 
 
 def _send_raw(target: Any, msg: Dict[str, Any]) -> None:
-    payload = codec.encode({**msg, "ts": time.time()})
+    payload = codec.encode_parts({**msg, "ts": time.time()})
     if hasattr(target, "_broadcast_encoded"):
         target._broadcast_encoded(payload, msg)
     else:

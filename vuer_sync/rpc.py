@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from .errors import RPCTimeout, SessionClosed
 
-__all__ = ["PendingTable", "wait"]
+__all__ = ["PendingTable", "Waiter", "wait"]
 
 
 class PendingTable:
@@ -91,3 +91,39 @@ def wait(fut: concurrent.futures.Future, timeout: Optional[float], what: str) ->
         raise RPCTimeout(f"{what}: no answer within {timeout} s") from None
     except SessionClosed as e:
         raise SessionClosed(f"{what}: {e}") from None
+
+
+class Waiter:
+    """One awaited event, registered *before* the action that causes it, so it cannot be missed.
+
+    >>> t = PendingTable()
+    >>> w = Waiter(t, "DONE", "till('DONE')")  # register first ...
+    >>> t.resolve("DONE", "ok")                  # ... then whatever triggers the event
+    True
+    >>> w.wait(0.1)
+    'ok'
+    """
+
+    def __init__(self, table: PendingTable, key: str, what: str) -> None:
+        self._table, self._key, self._what = table, key, what
+        self.future = table.register(key)
+
+    def wait(self, timeout: Optional[float] = None) -> Any:
+        """The event; :class:`RPCTimeout` after ``timeout`` s (the waiter is then forgotten)."""
+        try:
+            return wait(self.future, timeout, self._what)
+        finally:
+            if not self.future.done():
+                self.cancel()
+
+    def cancel(self) -> None:
+        """Stop waiting (nothing is kept for this waiter afterwards)."""
+        self._table.discard(self._key, self.future)
+        self.future.cancel()
+
+    def __enter__(self) -> Waiter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.future.done():
+            self.cancel()

@@ -499,6 +499,7 @@ class Vuer:
             if t is threading.current_thread():
                 continue
             t.join(max(0.0, deadline - time.monotonic()))
+        server.close_connections(max(0.1, deadline - time.monotonic()))
         with self._lock:
             self._sessions.clear()
             self._session_cv.notify_all()

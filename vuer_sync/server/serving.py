@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
 import threading
-from typing import Any, Optional, Tuple
+import time
+from typing import Any, Dict, Optional, Tuple
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -53,6 +55,27 @@ class HttpServer:
                 srv.socket, server_side=True, do_handshake_on_connect=False
             )
             srv.ssl_context = ssl_context
+        # every accepted connection's thread and socket, until the thread is done with it
+        self._open: Dict[threading.Thread, socket.socket] = {}
+        self._open_lock = threading.Lock()
+        serve_one = srv.process_request_thread  # closes the socket at the end
+
+        def serve(request: socket.socket, client_address: Any) -> None:
+            try:
+                serve_one(request, client_address)
+            finally:
+                with self._open_lock:
+                    self._open.pop(threading.current_thread(), None)
+
+        def process_request(request: socket.socket, client_address: Any) -> None:
+            # registered before it starts, so stop() cannot miss a thread not yet running
+            t = threading.Thread(target=serve, args=(request, client_address), daemon=True,
+                                 name=f"vuer-http-conn:{self.port}")
+            with self._open_lock:
+                self._open[t] = request
+            t.start()
+
+        srv.process_request = process_request  # type: ignore[method-assign]
         self._srv = srv
         self.host = host
         self.port: int = srv.socket.getsockname()[1]
@@ -76,3 +99,17 @@ class HttpServer:
             self._thread.join(2.0)
             self._thread = None
         self._srv.server_close()
+
+    def close_connections(self, timeout: float) -> None:
+        """End the connections still open (idle keep-alive HTTP, a handler thread not yet
+        scheduled) and join their threads, so the port is free when this returns."""
+        with self._open_lock:
+            items = list(self._open.items())
+        for _, sock in items:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for t, _ in items:
+            t.join(max(0.0, deadline - time.monotonic()))

@@ -29,7 +29,7 @@ from .._threads import SerialWorker, held_group, start_thread
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
 from ..outbox import Outbox
-from ..rpc import PendingTable, wait
+from ..rpc import PendingTable, Waiter, wait
 from . import render
 from .handles import CameraHandle, NotificationHandle, file_download_js, run_javascript
 from .ops import SceneOps, message_of
@@ -41,12 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("vuer_sync.session")
 
 __all__ = ["VuerSession"]
-
-
-def _decode_for_merge(payload: bytes) -> Dict[str, Any]:
-    import msgpack
-
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
 
 
 class VuerSession(SceneOps):
@@ -70,8 +64,8 @@ class VuerSession(SceneOps):
         self.origin: Optional[str] = environ.get("HTTP_ORIGIN")
         self._ws = ws
         self._outbox = Outbox(
-            encode=codec.encode,
-            decode=_decode_for_merge,
+            encode=codec.encode_parts,
+            decode=codec.unpack,
             max_bytes=app.outbox_bytes,
             policy=app.outbox_policy,
             block_timeout=app.outbox_timeout,
@@ -117,7 +111,7 @@ class VuerSession(SceneOps):
         if etype == "SET":  # keep get_render's off-screen cameras mounted across it
             render.keep_render_cameras(self, msg)
         rk = getattr(event, "redundancy_key", None)
-        self._send_encoded(codec.encode(msg), msg, rk() if callable(rk) else None)
+        self._send_encoded(codec.encode_parts(msg), msg, rk() if callable(rk) else None)
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
                       redundancy_key: Optional[str] = None) -> None:
@@ -232,6 +226,18 @@ class VuerSession(SceneOps):
             return wait(fut, timeout, f"till({etype!r}) on session {self.id}")
         finally:
             self._till.discard(etype, fut)
+
+    def expect(self, etype: str) -> Waiter:
+        """Start waiting for this session's next ``etype`` event *now*; ``.wait(timeout)`` later.
+
+        :meth:`till` only sees events that arrive after it is called; when the event is the
+        answer to something you send, register first so a fast client cannot beat you::
+
+            done = session.expect("DONE")
+            session.send @ Command(...)
+            event = done.wait(timeout=5)     # RPCTimeout / SessionClosed as till()
+        """
+        return Waiter(self._till, etype, f"till({etype!r}) on session {self.id}")
 
     def forever(self) -> None:
         """Block until the client disconnects (or the server stops)."""

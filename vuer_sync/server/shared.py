@@ -56,13 +56,13 @@ class SharedScene(SceneOps):
         if msg["etype"] == "NOOP":
             return
         rk = getattr(event, "redundancy_key", None)
-        self._broadcast_encoded(codec.encode(msg), msg, rk() if callable(rk) else None,
+        self._broadcast_encoded(codec.encode_parts(msg), msg, rk() if callable(rk) else None,
                                 exclude)
 
     def _broadcast_encoded(self, payload: bytes, msg: Dict[str, Any],
                            rkey: Optional[str] = None, exclude: Optional[VuerSession] = None
                            ) -> None:
-        decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        decoded = codec.unpack(payload)  # the graph holds what clients got (float32, ...)
         group = getattr(self._atomic, "group", None)
         with self._lock:
             self.graph.apply(decoded)
@@ -131,7 +131,7 @@ class SharedScene(SceneOps):
         with self._lock:
             if self.graph.used:
                 msg = Set(self.graph.snapshot()).serialize()
-                session._send_encoded(codec.encode(msg), msg)
+                session._send_encoded(codec.encode_parts(msg), msg)
             self._subscribers.append(session)
 
     def _leave(self, session: VuerSession) -> None:

@@ -556,9 +556,11 @@ class WebSocketConnection:
     def send(self, payload: Union[Buffer, str, Any], binary: bool = True) -> None:
         """Send one message.
 
-        ``payload`` may be ``str`` (always a text frame) or any C-contiguous buffer (``bytes``,
-        ``bytearray``, ``memoryview``, numpy array, ...), sent without copying on the server side
-        as a binary frame (a text frame if ``binary=False``; the bytes must then be UTF-8).
+        ``payload`` may be ``str`` (always a text frame), any C-contiguous buffer (``bytes``,
+        ``bytearray``, ``memoryview``, numpy array, ...) or an object whose ``parts`` attribute
+        is a sequence of such buffers (the message is their concatenation, e.g.
+        :class:`vuer_sync.codec.Segments`), sent without copying on the server side as a
+        binary frame (a text frame if ``binary=False``; the bytes must then be UTF-8).
         Messages larger than ``fragment_size`` are split into fragments. On the client side each
         frame is masked with a random key (a copy).
 
@@ -566,12 +568,9 @@ class WebSocketConnection:
         if a close frame was already queued or the connection is gone.
         """
         if isinstance(payload, str):
-            mv = memoryview(payload.encode("utf-8"))
-            opcode = OP_TEXT
+            frames = self._encode_message(memoryview(payload.encode("utf-8")), OP_TEXT)
         else:
-            mv = _byte_view(payload)
-            opcode = OP_BINARY if binary else OP_TEXT
-        frames = self._encode_message(mv, opcode)
+            frames = self._frames_of(payload, OP_BINARY if binary else OP_TEXT)
         self._send_frames(frames, 1)
 
     def send_many(self, payloads: Iterable[Union[Buffer, Any]]) -> None:
@@ -586,8 +585,7 @@ class WebSocketConnection:
         small = bytearray()
         count = 0
         for payload in payloads:
-            mv = _byte_view(payload)
-            for frame in self._encode_message(mv, OP_BINARY):
+            for frame in self._frames_of(payload, OP_BINARY):
                 for part in frame:
                     if len(part) <= _COALESCE:
                         small += part
@@ -659,6 +657,40 @@ class WebSocketConnection:
                 self._io_lock.release()
 
     # ------------------------------------------------------------------ internals: writing
+
+    def _frames_of(self, payload: Any, opcode: int) -> List[List[Buffer]]:
+        """Frames of one message: a buffer, or an object whose ``parts`` (a sequence of
+        buffers) are the message's bytes in order, written as they are (gathered, no copy)."""
+        parts = getattr(payload, "parts", None)
+        if parts is None:
+            return self._encode_message(_byte_view(payload), opcode)
+        views = [_byte_view(p) for p in parts]
+        if not self._is_server:  # masking copies anyway
+            return self._encode_message(memoryview(b"".join(views)), opcode)
+        total = sum(len(v) for v in views)
+        size = self._fragment_size
+        frames: List[List[Buffer]] = []
+        chunk: List[Buffer] = []
+        filled = done = 0
+
+        def emit() -> None:
+            nonlocal chunk, filled, done
+            done += filled
+            op = opcode if not frames else OP_CONTINUATION
+            frames.append([encode_header(filled, op, fin=done == total), *chunk])
+            chunk, filled = [], 0
+
+        for v in views:
+            while len(v):
+                take = min(len(v), size - filled)
+                chunk.append(v[:take])
+                filled += take
+                v = v[take:]
+                if filled == size:
+                    emit()
+        if filled or not frames:
+            emit()
+        return frames
 
     def _encode_message(self, mv: memoryview, opcode: int) -> List[List[Buffer]]:
         """Split a message into frames; each frame is a list of buffers to write."""
