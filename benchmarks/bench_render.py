@@ -1,7 +1,8 @@
 """Rendered frames per second from the real Vuer web client in headless Chromium, offline:
 vuer_sync's blocking ``session.get_render()`` (GrabRender path: the main canvas, decoded to a
 numpy array) against the real vuer 0.1.6 server's ``await session.grab_render(quality=0.9)``
-(JPEG bytes), both at 640x480 and 1280x720 viewports, in the same run and the same browser.
+(JPEG bytes), both at 640x480 and 1280x720 viewports, in the same run and the same browser,
+with Chromium pacing frames at 60 Hz as on a display, and uncapped (``--pacing``).
 
     python benchmarks/bench_render.py [--n 100] [--seconds 20] [--rounds 3] [--smoke]
 
@@ -25,7 +26,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout; tests/browser.py
@@ -76,6 +77,7 @@ VUER_SERVER = textwrap.dedent('''
             await session.grab_render(quality=quality, ttl=10.0)
         times, sizes = [], []
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for _ in range(n):
             t = time.perf_counter()
             ev = await session.grab_render(quality=quality, ttl=10.0)
@@ -84,20 +86,32 @@ VUER_SERVER = textwrap.dedent('''
             if time.perf_counter() - t0 > seconds:
                 break
         total = time.perf_counter() - t0
-        print(json.dumps({"times": times, "total": total, "sizes": sizes,
+        cpu = time.process_time() - c0
+        print(json.dumps({"times": times, "total": total, "sizes": sizes, "cpu": cpu,
                           "width": ev.value["width"], "height": ev.value["height"]}),
               flush=True)
         os._exit(0)
 ''')
 
 
-def row(name: str, times: List[float], total: float, sizes: List[int], shape: Any) -> dict:
+def row(name: str, times: List[float], total: float, sizes: List[int], shape: Any,
+        cpu: float) -> dict:
     ts = sorted(times)
     return {"what": name, "n": len(ts), "seconds": total, "fps": len(ts) / total,
+            "server_cpu_pct": 100.0 * cpu / total,
             "median_ms": 1000 * statistics.median(ts),
             "p95_ms": 1000 * ts[min(len(ts) - 1, int(0.95 * len(ts)))],
             "jpeg_kb": (sum(sizes) / len(sizes) / 1024) if sizes else None,
             "frame": list(shape)}
+
+
+# Chromium flags per frame pacing: headless Chromium paces requestAnimationFrame at 60 Hz like a
+# display, so both servers sit at ~16.7 ms per frame; uncapped, the CPU (shared with the
+# server) sets the rate.
+PACING_ARGS: Dict[str, Tuple[str, ...]] = {
+    "display": (),
+    "uncapped": ("--disable-frame-rate-limit", "--disable-gpu-vsync"),
+}
 
 
 def free_port() -> int:
@@ -137,7 +151,7 @@ def run_vuer(chromium: Chromium, w: int, h: int, n: int, seconds: float) -> dict
         raise RuntimeError(f"vuer run failed ({proc.returncode}): {out[-500:]} {err[-2000:]}")
     res = json.loads(lines[-1])
     return row("vuer 0.1.6 grab_render (JPEG bytes)", res["times"], res["total"],
-               res["sizes"], (res["height"], res["width"], 3))
+               res["sizes"], (res["height"], res["width"], 3), res["cpu"])
 
 
 def run_ours(chromium: Chromium, w: int, h: int, n: int, seconds: float) -> List[dict]:
@@ -168,6 +182,7 @@ def run_ours(chromium: Chromium, w: int, h: int, n: int, seconds: float) -> List
         for name in ("get_render", "grab_render"):
             times, sizes = [], []
             t0 = time.perf_counter()
+            c0 = time.process_time()
             for _ in range(n):
                 t = time.perf_counter()
                 if name == "get_render":
@@ -182,7 +197,8 @@ def run_ours(chromium: Chromium, w: int, h: int, n: int, seconds: float) -> List
                     break
             label = ("vuer_sync get_render (numpy)" if name == "get_render"
                      else "vuer_sync grab_render (JPEG bytes)")
-            rows.append(row(label, times, time.perf_counter() - t0, sizes, shape))
+            rows.append(row(label, times, time.perf_counter() - t0, sizes, shape,
+                            time.process_time() - c0))
         return rows
     finally:
         if page is not None:
@@ -196,6 +212,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="time per measurement (max)")
     ap.add_argument("--rounds", type=int, default=3, help="repeat, alternating server order")
     ap.add_argument("--smoke", action="store_true", help="tiny run, a few seconds")
+    ap.add_argument("--pacing", choices=("display", "uncapped", "both"), default="both",
+                    help="display: Chromium paces frames at 60 Hz as on a monitor; uncapped: "
+                         "--disable-frame-rate-limit, frames as fast as the CPU renders them "
+                         "(what a capture job wants); both (default)")
     args = ap.parse_args()
     if args.smoke:
         args.n, args.seconds, args.rounds = 5, 5.0, 1
@@ -203,27 +223,35 @@ def main() -> None:
         sys.exit(f"no Chromium at {CHROMIUM}")
 
     results: Dict[str, Dict[str, List[dict]]] = {}
-    with Chromium(1280, 720) as chromium:
-        for r in range(args.rounds):
-            for w, h in VIEWPORTS:
-                vp = results.setdefault(f"{w}x{h}", {"vuer": [], "ours": []})
-                order = ("vuer", "ours") if r % 2 == 0 else ("ours", "vuer")
-                for who in order:
-                    if who == "vuer":
-                        vp["vuer"].append(run_vuer(chromium, w, h, args.n, args.seconds))
-                    else:
-                        vp["ours"].append(run_ours(chromium, w, h, args.n, args.seconds))
-                print(f"round {r + 1} {w}x{h}: vuer {vp['vuer'][-1]['fps']:.1f} fps, "
-                      f"ours {vp['ours'][-1][0]['fps']:.1f} fps", flush=True)
-    leftover = chromium.leftover
+    leftover: List[int] = []
+    pacings = ("display", "uncapped") if args.pacing == "both" else (args.pacing,)
+    for pacing in pacings:
+        extra = PACING_ARGS[pacing]
+        with Chromium(1280, 720, extra_args=extra) as chromium:
+            for r in range(args.rounds):
+                for w, h in VIEWPORTS:
+                    key = f"{w}x{h}" + ("" if pacing == "display" else f" {pacing}")
+                    vp = results.setdefault(key, {"vuer": [], "ours": []})
+                    order = ("vuer", "ours") if r % 2 == 0 else ("ours", "vuer")
+                    for who in order:
+                        if who == "vuer":
+                            vp["vuer"].append(run_vuer(chromium, w, h, args.n, args.seconds))
+                        else:
+                            vp["ours"].append(run_ours(chromium, w, h, args.n, args.seconds))
+                    print(f"round {r + 1} {key}: vuer {vp['vuer'][-1]['fps']:.1f} fps, "
+                          f"ours {vp['ours'][-1][0]['fps']:.1f} fps", flush=True)
+        leftover += chromium.leftover
 
     summary = []
     for vp, runs in results.items():
         ours = statistics.median(rs[0]["fps"] for rs in runs["ours"])
         ours_raw = statistics.median(rs[1]["fps"] for rs in runs["ours"])
         vuer = statistics.median(x["fps"] for x in runs["vuer"])
+        cpu_ours = statistics.median(rs[1]["server_cpu_pct"] for rs in runs["ours"])
+        cpu_vuer = statistics.median(x["server_cpu_pct"] for x in runs["vuer"])
         summary.append({"viewport": vp, "vuer_sync_get_render_fps": ours,
                         "vuer_sync_grab_render_fps": ours_raw, "vuer_grab_render_fps": vuer,
+                        "vuer_sync_server_cpu_pct": cpu_ours, "vuer_server_cpu_pct": cpu_vuer,
                         "ratio_get_render_vs_vuer": ours / vuer,
                         "ratio_grab_render_vs_vuer": ours_raw / vuer})
     result = {"machine": platform.platform(), "python": platform.python_version(),
@@ -235,12 +263,13 @@ def main() -> None:
     name = "render-smoke.json" if args.smoke else "render.json"
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"\nframes per second, quality {QUALITY}, median of {args.rounds} round(s)")
-    print(f"{'viewport':>10} {'vuer_sync get_render':>21} {'(grab_render)':>14} "
-          f"{'vuer grab_render':>17} {'ratio':>6}")
+    print(f"{'viewport':>19} {'vuer_sync get_render':>21} {'(grab_render)':>14} "
+          f"{'vuer grab_render':>17} {'ratio':>6} {'server CPU % ours / vuer':>25}")
     for s in summary:
-        print(f"{s['viewport']:>10} {s['vuer_sync_get_render_fps']:21.1f} "
+        print(f"{s['viewport']:>19} {s['vuer_sync_get_render_fps']:21.1f} "
               f"{s['vuer_sync_grab_render_fps']:14.1f} {s['vuer_grab_render_fps']:17.1f} "
-              f"{s['ratio_get_render_vs_vuer']:5.2f}x")
+              f"{s['ratio_get_render_vs_vuer']:5.2f}x {s['vuer_sync_server_cpu_pct']:13.1f} / "
+              f"{s['vuer_server_cpu_pct']:.1f}")
 
 
 if __name__ == "__main__":

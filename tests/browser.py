@@ -112,8 +112,10 @@ class Chromium:
     """
 
     def __init__(self, width: int = 1280, height: int = 720, *,
-                 executable: str = CHROMIUM, launch_timeout: float = 60.0):
+                 executable: str = CHROMIUM, launch_timeout: float = 60.0,
+                 extra_args: Tuple[str, ...] = ()):
         self.width, self.height = int(width), int(height)
+        self.extra_args = tuple(extra_args)
         self.executable = executable
         self.launch_timeout = launch_timeout
         self.blocked: List[str] = []
@@ -139,7 +141,8 @@ class Chromium:
                 self.user_data_dir,
                 executable_path=self.executable,
                 headless=True,
-                args=[*CHROMIUM_ARGS, f"--window-size={self.width},{self.height}"],
+                args=[*CHROMIUM_ARGS, *self.extra_args,
+                      f"--window-size={self.width},{self.height}"],
                 viewport={"width": self.width, "height": self.height},
                 timeout=self.launch_timeout * 1000,
             )

@@ -240,3 +240,25 @@ def test_a_merge_that_grows_past_the_budget_applies_the_policy():
     b.push(*upd("pc", "UPSERT", vertices=b"\x01" * 100))
     with pytest.raises(SessionClosed, match="over budget"):
         b.push(*upd("pc", "UPSERT", vertices=b"\x02" * 50_000))  # merged, and too big
+
+
+def test_a_message_setting_every_queued_property_replaces_without_decoding():
+    decoded = []
+
+    def decode(b):
+        decoded.append(b)
+        return msgpack.unpackb(b, raw=False)
+
+    b = Outbox(encode=codec.encode, decode=decode)
+    for x in range(5):  # a pose stream: the same properties every time
+        b.push(*upd("arm", position=[x, 0, 0], rotation=[0, x, 0]))
+    assert decoded == [] and b.stats["coalesced"] == 4
+    b.push(*upd("arm", position=[9, 9, 9]))  # a subset: merged property by property
+    assert len(decoded) == 2
+    b.push(*upd("arm", position=[7, 7, 7], rotation=[1, 1, 1], color="red"))  # a superset
+    assert len(decoded) == 2
+    b.push(*upd("arm", color="blue"))  # merges with what the superset left
+    (m,) = drain(b)
+    assert m["data"]["nodes"] == [
+        {"key": "arm", "position": [7, 7, 7], "rotation": [1, 1, 1], "color": "blue"}]
+    assert b.stats["coalesced"] == 7

@@ -44,7 +44,9 @@ __all__ = [
     "decode",
     "encode",
     "encode_parts",
+    "large_seen",
     "normalize_ts",
+    "note_large",
     "pack",
     "to_wire_ts",
     "unpack",
@@ -173,6 +175,21 @@ _MAX_SEARCHED_NODES = 16
 # bin8 of 16 bytes (c4 10 + token + index), found again in the packed bytes afterwards
 _TOKEN = os.urandom(12)
 _STANDIN = b"\xc4\x10" + _TOKEN
+
+
+_large_seen = 0
+
+
+def note_large() -> None:
+    """Record that a large ``bytes`` value went into a message being built (serialisers
+    call this, so that messages without any skip the search in :func:`encode_parts`)."""
+    global _large_seen
+    _large_seen += 1
+
+
+def large_seen() -> int:
+    """A counter :func:`note_large` increments: compare it before and after serialising."""
+    return _large_seen
 
 
 class Segments:

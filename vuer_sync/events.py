@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import time
 import uuid as _uuid
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from . import codec
 from .codec import normalize_ts
+from .schemas.base import Element
 
 __all__ = [
     "INIT",
@@ -48,10 +50,13 @@ __all__ = [
 
 INIT = "INIT"
 _MISSING = object()
+_UNCHANGED = frozenset({dict, str, int, float, bool, type(None), bytes})
 
 
 def serialize(x: Any) -> Any:
     """Vuer's ``serializer``: elements to dicts; lists/tuples element-wise; the rest unchanged."""
+    if type(x) in _UNCHANGED:
+        return x
     if not isinstance(x, type):
         ser = getattr(x, "serialize", None) or getattr(x, "_serialize", None)  # ours or vuer's
         if ser is not None and callable(ser):
@@ -176,10 +181,25 @@ def _items(elements: Iterable[Any]) -> List[Any]:
     return out
 
 
-def _nodes(elements: Iterable[Any]) -> List[Any]:
+def _nodes(elements: Iterable[Any]) -> Tuple[List[Any], Optional[bool]]:
     """Elements serialized now (a snapshot of their props at call time, and plain dicts
-    the outbox can coalesce by key); dicts are passed through as Vuer does."""
-    return [serialize(e) for e in _items(elements)]
+    the outbox can coalesce by key); dicts are passed through as Vuer does.
+
+    Also returns whether a large ``bytes`` value is among them: ``False`` when every node
+    is one of our elements and none has one, ``None`` when unknown (dicts, vuer's elements).
+    """
+    seen = codec.large_seen()
+    known = True
+    out = []
+    for e in _items(elements):
+        if isinstance(e, Element):
+            out.append(e.serialize())
+        else:
+            known = False
+            out.append(serialize(e))
+    if not known:
+        return out, None
+    return out, codec.large_seen() != seen
 
 
 class Set(ServerEvent):
@@ -197,7 +217,8 @@ class Add(ServerEvent):
     etype = "ADD"
 
     def __init__(self, *elements: Any, to: Optional[str] = None, **kwargs: Any):
-        super().__init__({"nodes": _nodes(elements), "to": to}, **kwargs)
+        nodes, self._large = _nodes(elements)
+        super().__init__({"nodes": nodes, "to": to}, **kwargs)
 
 
 class Upsert(ServerEvent):
@@ -210,7 +231,8 @@ class Upsert(ServerEvent):
 
     def __init__(self, *elements: Any, to: Optional[str] = None, strict: bool = False,
                  **kwargs: Any):
-        super().__init__({"nodes": _nodes(elements), "to": to}, strict=strict, **kwargs)
+        nodes, self._large = _nodes(elements)
+        super().__init__({"nodes": nodes, "to": to}, strict=strict, **kwargs)
 
 
 class Update(ServerEvent):
@@ -219,7 +241,8 @@ class Update(ServerEvent):
     etype = "UPDATE"
 
     def __init__(self, *elements: Any, strict: bool = False, **kwargs: Any):
-        super().__init__({"nodes": _nodes(elements)}, strict=strict, **kwargs)
+        nodes, self._large = _nodes(elements)
+        super().__init__({"nodes": nodes}, strict=strict, **kwargs)
 
 
 class Remove(ServerEvent):

@@ -33,13 +33,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from .errors import RPCTimeout, SessionClosed
 
 __all__ = ["OutMessage", "Outbox", "coalesce_key"]
 
 CoalesceKey = Tuple[str, Tuple[str, ...]]
+NodeProps = Tuple[FrozenSet[str], ...]
 
 # memory a queued frame costs beyond its payload (the OutMessage, the bytes object, the
 # deque slot), counted in the byte budget so many tiny messages cannot exceed it unseen
@@ -61,8 +62,14 @@ def coalesce_key(msg: Dict[str, Any]) -> Optional[CoalesceKey]:
     if etype == "UPSERT" and data.get("to") is not None:
         return None
     nodes = data.get("nodes")
-    if not isinstance(nodes, list) or not nodes:
+    if type(nodes) is not list or not nodes:
         return None
+    if len(nodes) == 1:  # the common case, without the list and set
+        n = nodes[0]
+        if type(n) is not dict or "children" in n:
+            return None
+        k = n.get("key")
+        return (etype, (k,)) if type(k) is str else None
     keys = []
     for n in nodes:
         if not isinstance(n, dict) or "children" in n:
@@ -79,15 +86,24 @@ def coalesce_key(msg: Dict[str, Any]) -> Optional[CoalesceKey]:
 class OutMessage:
     """One queued frame: its bytes, its position and (when coalescible) its merge key."""
 
-    __slots__ = ("ckey", "decoded", "merged", "nbytes", "payload", "seq")
+    __slots__ = ("ckey", "decoded", "merged", "nbytes", "payload", "props", "seq")
 
-    def __init__(self, payload: bytes, seq: int, ckey: Optional[CoalesceKey]):
+    def __init__(self, payload: bytes, seq: int, ckey: Optional[CoalesceKey],
+                 props: Optional[NodeProps] = None):
         self.payload = payload
         self.nbytes = len(payload) + MESSAGE_OVERHEAD
         self.seq = seq
         self.ckey = ckey
         self.merged = 0  # how many later messages were merged into this one
         self.decoded: Optional[Dict[str, Any]] = None  # kept once merged (merges again)
+        self.props = props  # each node's property names, when known
+
+
+def _node_props(msg: Optional[Dict[str, Any]]) -> Optional[NodeProps]:
+    """The property names of each node of a coalescible message."""
+    if msg is None:
+        return None
+    return tuple(frozenset(n) for n in msg["data"]["nodes"])
 
 
 def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
@@ -171,18 +187,26 @@ class Outbox:
         with self._lock:
             self._check_open()
             self.stats["queued"] += 1
+            props = None
             if ckey is not None:
                 prev = self._index.get(ckey)
+                if ckey[0] != "=":
+                    props = _node_props(msg)
                 if prev is not None:
                     if ckey[0] == "=":
                         self._replace(prev, payload)
+                    elif props is not None and prev.props is not None and all(
+                            new >= old for new, old in zip(props, prev.props)):
+                        # every queued property is set again: the merge is the new message
+                        self._replace(prev, payload)
+                        prev.props, prev.decoded = props, None
                     else:
                         self._merge_into(prev, payload)
                     if self._pending_bytes > self.max_bytes and len(self._queue) > 1:
                         self._wait_for_space(0)  # a merge that grew: the budget still holds
                     return self._seq
             self._wait_for_space(len(payload) + MESSAGE_OVERHEAD)
-            return self._append(payload, ckey)
+            return self._append(payload, ckey, props)
 
     def push_group(self, payloads: Iterable[bytes]) -> int:
         """Queue frames back to back: nothing else queued on this outbox lands between them,
@@ -208,9 +232,10 @@ class Outbox:
         if self._closed is not None:
             raise SessionClosed(f"connection closed: {self._closed}")
 
-    def _append(self, payload: bytes, ckey: Optional[CoalesceKey]) -> int:
+    def _append(self, payload: bytes, ckey: Optional[CoalesceKey],
+                props: Optional[NodeProps] = None) -> int:
         self._seq += 1
-        m = OutMessage(payload, self._seq, ckey)
+        m = OutMessage(payload, self._seq, ckey, props)
         if ckey is None:
             self._clear_index()  # a barrier: nothing before it merges with anything after it
         else:
@@ -224,7 +249,8 @@ class Outbox:
             self._index[ckey] = m
         self._queue.append(m)
         self._pending_bytes += m.nbytes
-        self._has_data.notify()
+        if self._has_data._waiters:  # type: ignore[attr-defined]  # skip a no-op notify
+            self._has_data.notify()
         return self._seq
 
     def _clear_index(self) -> None:
@@ -248,6 +274,7 @@ class Outbox:
         prev.payload = merged
         prev.nbytes = nbytes
         prev.decoded = merged_msg
+        prev.props = _node_props(merged_msg)
         prev.merged += 1
         self.stats["coalesced"] += 1
 

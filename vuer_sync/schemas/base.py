@@ -15,6 +15,8 @@ import threading
 from pathlib import PurePath
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from ..codec import LARGE_BINARY, note_large
+
 __all__ = ["Element", "BlockElement", "SceneElement", "ModelNode", "to_wire", "auto_key"]
 
 # --------------------------------------------------------------------------- auto keys
@@ -39,7 +41,7 @@ def auto_key(tag: str) -> str:
 
 
 # --------------------------------------------------------------------------- props
-_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def to_wire(value: Any) -> Any:
@@ -53,12 +55,18 @@ def to_wire(value: Any) -> Any:
     >>> to_wire({"p": np.array([1.5, 2.0]), "ok": np.bool_(True), "t": (1, 2)})
     {'p': [1.5, 2.0], 'ok': True, 't': [1, 2]}
     """
-    if type(value) in _PLAIN:
+    t = type(value)
+    if t in _PLAIN:
+        return value
+    if t is bytes:
+        if len(value) >= LARGE_BINARY:
+            note_large()  # the message is sent with this value by reference
         return value
     if isinstance(value, dict):
         return {k: to_wire(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_wire(v) for v in value]
+        plain = _PLAIN  # positions, rotations, colours: no call per number
+        return [v if type(v) in plain else to_wire(v) for v in value]
     if isinstance(value, Element):
         return value.serialize()
     if hasattr(value, "tolist"):  # numpy arrays / scalars, array.array, torch tensors
@@ -157,10 +165,14 @@ class Element:
         out: Dict[str, Any] = {}
         lists = self._child_lists
         explicit = self.__dict__.get("_explicit_empty", ())
+        plain = _PLAIN
         for name, value in self.__dict__.items():
-            if name.startswith("_"):
+            if type(value) in plain:
+                if name[:1] != "_":
+                    out[name] = value
+            elif name[:1] == "_":
                 continue
-            if name in lists and isinstance(value, (list, tuple)):
+            elif name in lists and isinstance(value, (list, tuple)):
                 items = [_child_to_wire(c) for c in value if c is not None]
                 if items or explicit_lists or name in explicit:
                     out[name] = items

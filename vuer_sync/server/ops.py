@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
+from .. import codec
 from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
 from ..schemas import scene_for_set
 
-__all__ = ["At", "SceneOps", "set_event"]
+__all__ = ["At", "SceneOps", "encode_event", "message_of", "set_event"]
 
 
 def set_event(scene: Any) -> Set:
@@ -69,6 +70,14 @@ class SceneOps:
 
     def __matmul__(self, event: ServerEvent) -> None:
         self.send(event)
+
+
+def encode_event(event: ServerEvent, msg: Dict[str, Any]) -> Any:
+    """The frame payload of ``msg`` (``event``'s map): large ``bytes`` by reference
+    (:func:`~vuer_sync.codec.encode_parts`), unless the event knows it has none."""
+    if getattr(event, "_large", None) is False:
+        return codec.encode(msg)
+    return codec.encode_parts(msg)
 
 
 def message_of(event: ServerEvent) -> Dict[str, Any]:

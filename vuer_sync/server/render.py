@@ -167,12 +167,16 @@ def decode_jpeg(frame: Any, what: str = "frame", mode: str = "RGB") -> np.ndarra
         shown = repr(frame)[:80]
         raise ValueError(f"expected JPEG bytes in value[{what!r}], got "
                          f"{type(frame).__name__}: {shown}")
-    data = bytes(frame)
+    data = frame if isinstance(frame, bytes) else bytes(frame)
     if data[:3] != b"\xff\xd8\xff":
         raise ValueError(f"value[{what!r}] is not a JPEG: {len(data)} bytes starting "
                          f"{data[:16]!r}")
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert(mode))
+        if img.mode != mode:
+            img = img.convert(mode)
+        else:
+            img.load()
+        return np.asarray(img)
 
 
 def _field(ev: Any, what: str) -> Any:

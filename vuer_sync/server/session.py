@@ -32,7 +32,7 @@ from ..outbox import Outbox
 from ..rpc import PendingTable, Waiter, wait
 from . import render
 from .handles import CameraHandle, NotificationHandle, file_download_js, run_javascript
-from .ops import SceneOps, message_of
+from .ops import SceneOps, encode_event, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..transport import WebSocketConnection
@@ -111,7 +111,7 @@ class VuerSession(SceneOps):
         if etype == "SET":  # keep get_render's off-screen cameras mounted across it
             render.keep_render_cameras(self, msg)
         rk = getattr(event, "redundancy_key", None)
-        self._send_encoded(codec.encode_parts(msg), msg, rk() if callable(rk) else None)
+        self._send_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None)
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
                       redundancy_key: Optional[str] = None) -> None:

@@ -12,7 +12,7 @@ from .._threads import held_group
 from ..errors import SessionClosed
 from ..events import ServerEvent, Set
 from ..scene import SceneGraph
-from .ops import SceneOps, message_of
+from .ops import SceneOps, encode_event, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Vuer
@@ -56,7 +56,7 @@ class SharedScene(SceneOps):
         if msg["etype"] == "NOOP":
             return
         rk = getattr(event, "redundancy_key", None)
-        self._broadcast_encoded(codec.encode_parts(msg), msg, rk() if callable(rk) else None,
+        self._broadcast_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None,
                                 exclude)
 
     def _broadcast_encoded(self, payload: bytes, msg: Dict[str, Any],
