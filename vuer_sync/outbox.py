@@ -37,7 +37,7 @@ from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Option
 
 from .errors import RPCTimeout, SessionClosed
 
-__all__ = ["OutMessage", "Outbox", "coalesce_key"]
+__all__ = ["OutMessage", "Outbox", "coalesce_key", "merge_info"]
 
 CoalesceKey = Tuple[str, Tuple[str, ...]]
 NodeProps = Tuple[FrozenSet[str], ...]
@@ -104,6 +104,17 @@ def _node_props(msg: Optional[Dict[str, Any]]) -> Optional[NodeProps]:
     if msg is None:
         return None
     return tuple(frozenset(n) for n in msg["data"]["nodes"])
+
+
+MergeInfo = Tuple[Optional[CoalesceKey], Optional[NodeProps]]
+
+
+def merge_info(msg: Dict[str, Any], redundancy_key: Optional[str] = None) -> MergeInfo:
+    """What :meth:`Outbox.push` needs to coalesce ``msg``: its key and node properties."""
+    if redundancy_key is not None:
+        return ("=", (f"={redundancy_key}",)), None
+    ckey = coalesce_key(msg)
+    return ckey, (_node_props(msg) if ckey is not None and msg.get("data") else None)
 
 
 def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
@@ -173,25 +184,23 @@ class Outbox:
         return self._pending_bytes
 
     def push(self, payload: bytes, msg: Optional[Dict[str, Any]] = None,
-             redundancy_key: Optional[str] = None) -> int:
+             redundancy_key: Optional[str] = None, info: Optional[MergeInfo] = None) -> int:
         """Queue one encoded frame; returns its sequence number (for :meth:`wait_written`).
 
         ``msg`` is the message map ``payload`` was encoded from, if the caller has it: it is
         only used to decide whether the message may coalesce. ``redundancy_key`` (viser's
         idea): a queued, unsent message with the same key is *replaced* by this one.
+        ``info``: :func:`merge_info` of the message, when the caller computed it already
+        (one broadcast, many outboxes).
         """
-        if redundancy_key is not None:
-            ckey: Optional[CoalesceKey] = ("=", (f"={redundancy_key}",))
-        else:
-            ckey = coalesce_key(msg if msg is not None else self._peek(payload))
+        if info is None:
+            info = merge_info(msg if msg is not None else self._peek(payload), redundancy_key)
+        ckey, props = info
         with self._lock:
             self._check_open()
             self.stats["queued"] += 1
-            props = None
             if ckey is not None:
                 prev = self._index.get(ckey)
-                if ckey[0] != "=":
-                    props = _node_props(msg)
                 if prev is not None:
                     if ckey[0] == "=":
                         self._replace(prev, payload)

@@ -28,7 +28,7 @@ from .. import codec
 from .._threads import SerialWorker, held_group, start_thread
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
-from ..outbox import Outbox
+from ..outbox import MergeInfo, Outbox
 from ..rpc import PendingTable, Waiter, wait
 from . import render
 from .handles import CameraHandle, NotificationHandle, file_download_js, run_javascript
@@ -114,7 +114,8 @@ class VuerSession(SceneOps):
         self._send_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None)
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
-                      redundancy_key: Optional[str] = None) -> None:
+                      redundancy_key: Optional[str] = None,
+                      info: Optional[MergeInfo] = None) -> None:
         if msg is not None and msg.get("etype") == "SET":
             self._scene_epoch += 1  # from any source: session, app.scene, relay, playback
         for rec in self._recorders:
@@ -126,7 +127,7 @@ class VuerSession(SceneOps):
             group.append(payload)
             return
         try:
-            self._outbox.push(payload, msg, redundancy_key)
+            self._outbox.push(payload, msg, redundancy_key, info)
         except SessionClosed:
             self._drop_if_over_budget()
             raise

@@ -11,6 +11,7 @@ from .. import codec
 from .._threads import held_group
 from ..errors import SessionClosed
 from ..events import ServerEvent, Set
+from ..outbox import merge_info
 from ..scene import SceneGraph
 from .ops import SceneOps, encode_event, message_of
 
@@ -71,10 +72,11 @@ class SharedScene(SceneOps):
             if group is not None:
                 group.append((payload, exclude))
                 return
+            info = merge_info(msg, rkey)  # once for every client's outbox
             for s in self._subscribers:
                 if s is not exclude:
                     try:
-                        s._send_encoded(payload, msg, rkey)
+                        s._send_encoded(payload, msg, rkey, info)
                     except SessionClosed:
                         pass  # that client is leaving; the others go on
 
