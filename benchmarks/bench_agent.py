@@ -27,7 +27,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from common import free_port, summarize_ns, summarize_s, wait_port
+from common import control_loop, free_port, summarize_ns, summarize_s, wait_port
 
 logger = logging.getLogger("benchmarks.agent")
 
@@ -93,26 +93,6 @@ class _Armed:
                 "t_done": self.t_done}
 
 
-def _control_loop(duration: float, period: float = 1e-3) -> List[float]:
-    """A 1 kHz loop paced by ``time.sleep``: lateness (s) of every wake-up against its
-    scheduled time. Missed ticks are skipped, not replayed."""
-    late: List[float] = []
-    t0 = time.perf_counter()
-    nxt = t0 + period
-    end = t0 + duration
-    while True:
-        delay = nxt - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        now = time.perf_counter()
-        late.append(max(0.0, now - nxt))
-        if now >= end:
-            return late
-        nxt += period
-        if nxt < now:
-            nxt = now + period
-
-
 def _lateness_while(duration: float, switch: Optional[float], stop: threading.Event,
                     sent: List[int], start: Optional[Callable[[], Any]] = None,
                     finish: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
@@ -125,7 +105,7 @@ def _lateness_while(duration: float, switch: Optional[float], stop: threading.Ev
         if start is not None:
             start()
             time.sleep(0.05)
-        late = _control_loop(duration)
+        late = control_loop(duration)
     finally:
         stop.set()
         if finish is not None:

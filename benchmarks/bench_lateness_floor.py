@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Any, Dict, List
 
+from common import control_loop
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BLOB = 12 * 2**20
 
@@ -46,23 +48,6 @@ def _stream(srv: socket.socket, stop_at: float) -> None:
     while time.monotonic() < stop_at:
         conn.sendall(data)
     conn.close()
-
-
-def _loop(duration: float, period: float = 1e-3) -> List[float]:
-    late: List[float] = []
-    t0 = time.perf_counter()
-    nxt = t0 + period
-    while True:
-        delay = nxt - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        now = time.perf_counter()
-        late.append(max(0.0, now - nxt))
-        if now - t0 >= duration:
-            return late
-        nxt += period
-        if nxt < now:
-            nxt = now + period
 
 
 def _pct(xs: List[float], q: float) -> float:
@@ -87,7 +72,7 @@ def measure(writer: str, seconds: float) -> Dict[str, float]:
             sink.start()
             src.start()
             time.sleep(0.2)
-        late = _loop(seconds)
+        late = control_loop(seconds)
     finally:
         if src is not None:
             src.join(seconds + 10)

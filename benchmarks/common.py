@@ -58,6 +58,26 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+def control_loop(duration: float, period: float = 1e-3) -> List[float]:
+    """A 1 kHz loop paced by ``time.sleep``: lateness (s) of every wake-up against its
+    scheduled time. Missed ticks are skipped, not replayed."""
+    late: List[float] = []
+    t0 = time.perf_counter()
+    nxt = t0 + period
+    end = t0 + duration
+    while True:
+        delay = nxt - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        now = time.perf_counter()
+        late.append(max(0.0, now - nxt))
+        if now >= end:
+            return late
+        nxt += period
+        if nxt < now:
+            nxt = now + period
+
+
 def summarize_ns(values_ns: Iterable[float]) -> Dict[str, float]:
     """Median, p99, mean and max in microseconds of durations given in nanoseconds."""
     v = sorted(values_ns)

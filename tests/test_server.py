@@ -586,7 +586,8 @@ def test_expect_registers_before_the_action_and_cleans_up(no_thread_leak):
         assert len(s._till) == 0  # a timed-out waiter is forgotten
         done = s.expect("DONE")
         ws.send_binary(codec.encode({"etype": "DONE", "value": "late"}))
-        time.sleep(0.2)  # the answer arrives before anyone waits: still delivered
+        # the answer arrives before anyone waits: still delivered
+        assert wait_until(lambda: any(e.value == "late" for e in s.stream()))
         assert done.wait(timeout=5).value == "late"
         pending = s.expect("NEVER")
         ws.close()

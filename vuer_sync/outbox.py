@@ -99,10 +99,8 @@ class OutMessage:
         self.props = props  # each node's property names, when known
 
 
-def _node_props(msg: Optional[Dict[str, Any]]) -> Optional[NodeProps]:
+def _node_props(msg: Dict[str, Any]) -> NodeProps:
     """The property names of each node of a coalescible message."""
-    if msg is None:
-        return None
     return tuple(frozenset(n) for n in msg["data"]["nodes"])
 
 
@@ -114,7 +112,7 @@ def merge_info(msg: Dict[str, Any], redundancy_key: Optional[str] = None) -> Mer
     if redundancy_key is not None:
         return ("=", (f"={redundancy_key}",)), None
     ckey = coalesce_key(msg)
-    return ckey, (_node_props(msg) if ckey is not None and msg.get("data") else None)
+    return ckey, (None if ckey is None else _node_props(msg))
 
 
 def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:

@@ -235,7 +235,7 @@ class VuerSession(SceneOps):
         answer to something you send, register first so a fast client cannot beat you::
 
             done = session.expect("DONE")
-            session.send @ Command(...)
+            session.send(Command(...))
             event = done.wait(timeout=5)     # RPCTimeout / SessionClosed as till()
         """
         return Waiter(self._till, etype, f"till({etype!r}) on session {self.id}")
