@@ -66,6 +66,8 @@ def test_inbound_js_undefined_and_timestamp():
     (1795315617546, 1795315617.546),       # int ms (python peers)
     (1795315617.546, 1795315617.546),      # float seconds (browser)
     (1795315617546.0, 1795315617.546),     # float ms (HEAD_MOVE)
+    (1795315617, 1795315617.0),            # int seconds
+    (-1795315617546, -1795315617.546),     # int ms before 1970
 ])
 def test_ts_normalisation(ts, expected):
     assert codec.normalize_ts(ts) == pytest.approx(expected)

@@ -262,3 +262,37 @@ def test_a_message_setting_every_queued_property_replaces_without_decoding():
     assert m["data"]["nodes"] == [
         {"key": "arm", "position": [7, 7, 7], "rotation": [1, 1, 1], "color": "blue"}]
     assert b.stats["coalesced"] == 7
+
+
+def test_sent_messages_leave_no_merge_bookkeeping_behind():
+    """A long stream of upserts of ever-new keys (frame-0, frame-1, ...) with no barrier in
+    between must not grow the outbox's per-node index: once a message is taken for sending,
+    nothing queued is about its nodes any more."""
+    b = box()
+    for i in range(2000):
+        b.push(*upd(f"frame-{i}", "UPSERT", x=i))
+        if i % 100 == 99:
+            drain(b)
+    drain(b)
+    assert (len(b._index), len(b._key_owner)) == (0, 0)
+    # and coalescing still works afterwards, including the barrier between kinds
+    b.push(*upd("a", "UPSERT", x=1))
+    b.push(*upd("a", "UPSERT", y=2))
+    b.push(*upd("a", "UPDATE", x=3))
+    b.push(*upd("a", "UPSERT", x=4))
+    assert [m["data"]["nodes"] for m in drain(b)] == [
+        [{"key": "a", "x": 1, "y": 2}], [{"key": "a", "x": 3}], [{"key": "a", "x": 4}]]
+
+
+def test_bookkeeping_of_a_node_in_a_later_message_survives_sending_an_earlier_one():
+    b = box()
+    b.push(*upd("a", x=1))  # UPDATE (a)
+    b.push(codec.encode(m := {"etype": "UPDATE", "data": {"nodes": [
+        {"key": "a", "y": 1}, {"key": "c", "y": 1}]}}), m)  # UPDATE (a, c): owns "a" now
+    first = b.pop_batch(max_items=1, timeout=0)
+    b.mark_written(first)
+    assert b._key_owner == {"a": ("UPDATE", ("a", "c")), "c": ("UPDATE", ("a", "c"))}
+    b.push(codec.encode(m := {"etype": "UPDATE", "data": {"nodes": [
+        {"key": "a", "y": 2}, {"key": "c", "y": 3}]}}), m)
+    assert [m["data"]["nodes"] for m in drain(b)] == [
+        [{"key": "a", "y": 2}, {"key": "c", "y": 3}]]

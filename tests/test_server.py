@@ -615,3 +615,36 @@ def test_spawn_tasks_see_closed_and_are_joined_when_the_session_ends(app):
     ws.close()
     assert wait_until(lambda: not app.sessions, 5)
     assert ended and not task.is_alive()  # joined before the session was let go
+
+
+@pytest.mark.parametrize("etype", ["UPSERT", "UPDATE"])
+def test_at_fast_path_builds_what_the_event_builds(etype):
+    """`upsert @ element` / `update @ element` skip the event object (ops.node_message): the
+    map, the frame bytes (large values by reference) and the coalescing info must be exactly
+    those of Upsert(element) / Update(element) sent through send()."""
+    import numpy as np
+
+    from vuer_sync.events import Update, Upsert
+    from vuer_sync.outbox import merge_info
+    from vuer_sync.schemas import Box, Group, PointCloud
+    from vuer_sync.server.ops import encode_event, message_of, node_message
+
+    elements = [
+        Box(key="b", position=np.array([0.5, 1.0, 2.0]), rotation=(0, 0, 1)),
+        Box(args=[1, 2, 3]),  # auto key
+        Group(Box(key="child"), key="g"),  # children: not coalescible
+        PointCloud(key="pc", vertices=bytes(range(256)) * 1024, size=0.01),  # large bytes
+    ]
+    for el in elements:
+        msg, payload, info = node_message(etype, el)
+        ev = (Upsert if etype == "UPSERT" else Update)(el)
+        ev.ts = msg["ts"]
+        ref = message_of(ev)
+        assert msg == ref
+        assert list(msg) == list(ref) and list(msg["data"]) == list(ref["data"])
+        ref_payload = encode_event(ev, ref)
+        assert type(payload) is type(ref_payload)
+        assert bytes(payload) == bytes(ref_payload)
+        assert info == merge_info(ref)
+        if el.key == "pc":  # sent by reference, not copied
+            assert codec.unpack(payload)["data"]["nodes"][0]["vertices"] is el.vertices

@@ -788,6 +788,60 @@ def test_send_many_10k_small_messages_in_order(pair, workers):
     assert conn.messages_sent == 10_000
 
 
+def test_send_many_writes_exactly_the_frames_of_send(make_pair, workers):
+    """send_many's small-message fast path (header and payload straight into one buffer) puts
+    the same bytes on the wire as the general path, for every length form and buffer type."""
+    sizes = [0, 1, 125, 126, 127, 2047, 2048, 2049, 65535, 65536, 70000]
+    payloads: List[Any] = [os.urandom(n) for n in sizes]
+    payloads += [bytearray(b"ba" * 50), memoryview(b"mv" * 100)]  # not bytes: general path
+    conn, peer = make_pair()
+    s = bg(workers, conn.send_many, payloads)
+    expected = b"".join(encode_header(len(p), F.OP_BINARY) + bytes(p) for p in payloads)
+    wire = bytearray()
+    while len(wire) < len(expected):
+        chunk = peer.sock.recv(1 << 20)
+        assert chunk, "EOF before every frame arrived"
+        wire += chunk
+    s.get()
+    assert bytes(wire) == expected
+    assert conn.messages_sent == len(payloads)
+
+
+def test_buffered_small_frames_keep_every_check(make_pair, workers):
+    """Many frames arriving in one read are parsed from the buffer (the server's fast path for
+    small binary frames): order, 7/16-bit lengths, a ping, a fragmented message and a text frame
+    in between are all handled, and a bad frame behind good ones still fails the connection."""
+    conn, peer = make_pair(max_message_size=1500)
+    sizes = [0, 1, 125, 126, 1024, 1025, 1500]
+    msgs = [os.urandom(n) for n in sizes]
+    blob = b"".join(peer.frame(F.OP_BINARY, m) for m in msgs)
+    blob += peer.frame(F.OP_PING, b"p1")
+    blob += peer.frame(F.OP_BINARY, b"frag-", fin=False)
+    blob += peer.frame(F.OP_CONTINUATION, b"ment", fin=True)
+    blob += peer.frame(F.OP_TEXT, "héllo".encode())
+    blob += peer.frame(F.OP_BINARY, b"last good")
+    blob += peer.frame(F.OP_BINARY, b"rsv set", rsv=4)
+    peer.sock.sendall(blob)
+    got = [receive(conn, workers) for _ in range(len(msgs) + 3)]
+    assert got == [*msgs, b"frag-ment", "héllo", b"last good"]
+    assert peer.recv_clean_frame()[1] == b"p1"  # the pong
+    expect_failure(conn, peer, workers, F.CLOSE_PROTOCOL_ERROR)
+
+
+def test_buffered_small_frame_over_the_limit_is_1009(make_pair, workers):
+    conn, peer = make_pair(max_message_size=100)
+    peer.sock.sendall(peer.frame(F.OP_BINARY, b"a" * 100) + peer.frame(F.OP_BINARY, b"b" * 101))
+    assert receive(conn, workers) == b"a" * 100
+    expect_failure(conn, peer, workers, F.CLOSE_MESSAGE_TOO_BIG)
+
+
+def test_buffered_unmasked_client_frame_is_1002(make_pair, workers):
+    conn, peer = make_pair()
+    peer.sock.sendall(peer.frame(F.OP_BINARY, b"ok") + peer.frame(F.OP_BINARY, b"no", mask=False))
+    assert receive(conn, workers) == b"ok"
+    expect_failure(conn, peer, workers, F.CLOSE_PROTOCOL_ERROR)
+
+
 def test_send_many_large_iovec_lists_with_partial_writes(pair, workers):
     """Thousands of iovecs (payloads above the coalescing size) with a socket timeout set, which
     makes the kernel accept partial writes: the stream must still be exact."""

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List, Optional
 
 logger = logging.getLogger("vuer_sync.handlers")
 
-__all__ = ["SerialWorker", "held_group", "start_thread"]
+__all__ = ["GroupLocal", "SerialWorker", "held_group", "start_thread"]
 
 _STOP = object()
 
@@ -37,6 +37,9 @@ class SerialWorker:
         self._stopped = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._thread is not None and not self._stopped:  # started: no lock needed
+            self._queue.put((fn, args))
+            return
         with self._lock:
             if self._stopped:
                 return
@@ -71,12 +74,22 @@ class SerialWorker:
         return t
 
 
+class GroupLocal(threading.local):
+    """Per-thread state of :func:`held_group`. The class attributes are every thread's
+    defaults, so reading ``group`` outside a block is a plain attribute read (a ``getattr``
+    with a default on a bare ``threading.local`` raises and catches internally: it showed up
+    in every producer call)."""
+
+    group: Optional[List[Any]] = None
+    depth: int = 0
+
+
 @contextlib.contextmanager
-def held_group(local: threading.local, release: Callable[[List[Any]], None]) -> Iterator[None]:
+def held_group(local: GroupLocal, release: Callable[[List[Any]], None]) -> Iterator[None]:
     """Nestable per-thread grouping (``atomic()``): while the block runs, ``local.group``
     collects what this thread sends; when the outermost block exits (also by an exception),
     ``release(group)`` sends it in one piece."""
-    depth = getattr(local, "depth", 0)
+    depth = local.depth
     if depth == 0:
         local.group = []
     local.depth = depth + 1

@@ -324,6 +324,8 @@ def normalize_ts(ts: Any, now: float | None = None) -> float:
     >>> normalize_ts(1795315617546), normalize_ts(1795315617.546)
     (1795315617.546, 1795315617.546)
     """
+    if type(ts) is int:  # integer milliseconds from Python peers: the common case
+        return ts / 1000.0 if abs(ts) > 1e11 else float(ts)
     if isinstance(ts, datetime.datetime):
         return ts.timestamp()
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):

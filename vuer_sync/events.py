@@ -159,10 +159,7 @@ class ServerEvent(Event):
 
     def serialize(self) -> Dict[str, Any]:
         """The message map as Vuer sends it (``ts`` float seconds until encoded)."""
-        out: Dict[str, Any] = {}
-        for k, v in self.__dict__.items():
-            if not k.startswith("_"):
-                out[k] = v
+        out = {k: v for k, v in self.__dict__.items() if k[:1] != "_"}
         out["data"] = serialize(self.data)
         out["etype"] = self.etype
         return out
@@ -189,6 +186,8 @@ def _nodes(elements: Iterable[Any]) -> Tuple[List[Any], Optional[bool]]:
     is one of our elements and none has one, ``None`` when unknown (dicts, vuer's elements).
     """
     seen = codec.large_seen()
+    if len(elements) == 1 and isinstance(elements[0], Element):  # `upsert @ Box(...)`
+        return [elements[0].serialize()], codec.large_seen() != seen
     known = True
     out = []
     for e in _items(elements):
@@ -232,7 +231,12 @@ class Upsert(ServerEvent):
     def __init__(self, *elements: Any, to: Optional[str] = None, strict: bool = False,
                  **kwargs: Any):
         nodes, self._large = _nodes(elements)
-        super().__init__({"nodes": nodes, "to": to}, strict=strict, **kwargs)
+        if kwargs:
+            super().__init__({"nodes": nodes, "to": to}, strict=strict, **kwargs)
+        else:  # the common case, without the keyword-argument loop
+            self.ts = time.time()
+            self.data = {"nodes": nodes, "to": to}
+            self.strict = strict
 
 
 class Update(ServerEvent):
@@ -242,7 +246,12 @@ class Update(ServerEvent):
 
     def __init__(self, *elements: Any, strict: bool = False, **kwargs: Any):
         nodes, self._large = _nodes(elements)
-        super().__init__({"nodes": nodes}, strict=strict, **kwargs)
+        if kwargs:
+            super().__init__({"nodes": nodes}, strict=strict, **kwargs)
+        else:
+            self.ts = time.time()
+            self.data = {"nodes": nodes}
+            self.strict = strict
 
 
 class Remove(ServerEvent):

@@ -112,7 +112,11 @@ def merge_info(msg: Dict[str, Any], redundancy_key: Optional[str] = None) -> Mer
     if redundancy_key is not None:
         return ("=", (f"={redundancy_key}",)), None
     ckey = coalesce_key(msg)
-    return ckey, (None if ckey is None else _node_props(msg))
+    if ckey is None:
+        return None, None
+    if len(ckey[1]) == 1:  # one node: no generator
+        return ckey, (frozenset(msg["data"]["nodes"][0]),)
+    return ckey, _node_props(msg)
 
 
 def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
@@ -195,7 +199,8 @@ class Outbox:
             info = merge_info(msg if msg is not None else self._peek(payload), redundancy_key)
         ckey, props = info
         with self._lock:
-            self._check_open()
+            if self._closed is not None:
+                self._check_open()
             self.stats["queued"] += 1
             if ckey is not None:
                 prev = self._index.get(ckey)
@@ -212,7 +217,9 @@ class Outbox:
                     if self._pending_bytes > self.max_bytes and len(self._queue) > 1:
                         self._wait_for_space(0)  # a merge that grew: the budget still holds
                     return self._seq
-            self._wait_for_space(len(payload) + MESSAGE_OVERHEAD)
+            if self._pending_bytes and self._pending_bytes + len(payload) + MESSAGE_OVERHEAD \
+                    > self.max_bytes:
+                self._wait_for_space(len(payload) + MESSAGE_OVERHEAD)
             return self._append(payload, ckey, props)
 
     def push_group(self, payloads: Iterable[bytes]) -> int:
@@ -329,8 +336,13 @@ class Outbox:
             q = self._queue
             while q and len(batch) < max_items and (not batch or size + q[0].nbytes <= max_bytes):
                 m = q.popleft()
-                if m.ckey is not None and self._index.get(m.ckey) is m:
-                    del self._index[m.ckey]
+                ckey = m.ckey
+                if ckey is not None and self._index.get(ckey) is m:
+                    del self._index[ckey]  # nothing queued is about these nodes any more
+                    owners = self._key_owner
+                    for k in ckey[1]:
+                        if owners.get(k) == ckey:
+                            del owners[k]
                 batch.append(m)
                 size += m.nbytes
             self._in_flight += len(batch)
@@ -394,7 +406,8 @@ class Outbox:
             self._in_flight -= len(batch)
             if self._direct:
                 self._direct = False
-                self._has_data.notify()
+                if self._queue:  # what was queued behind the caller's write may go now
+                    self._has_data.notify()
             self._written_seq = batch[-1].seq
             self.stats["sent"] += len(batch)
             self.stats["bytes_sent"] += payload_bytes

@@ -58,6 +58,8 @@ class PendingTable:
 
     def resolve(self, key: str, value: Any) -> bool:
         """Resolve every future waiting on ``key``; ``False`` if none was."""
+        if key not in self._pending:  # the common case, without the lock: a waiter registers
+            return False  # before it sends what is answered, so it cannot be missed here
         with self._lock:
             futs = self._pending.pop(key, None)
         if not futs:

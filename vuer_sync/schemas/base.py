@@ -131,7 +131,7 @@ class Element:
         d = self.__dict__
         # Attributes a subclass set before calling us (e.g. span.text) stay first,
         # as in vuer; so do positional children.
-        pre = {k: v for k, v in d.items() if not k.startswith("_")}
+        pre = {k: v for k, v in d.items() if not k.startswith("_")} if d else {}
         if children:
             d["children"] = list(children)
             pre["children"] = d["children"]
@@ -146,7 +146,8 @@ class Element:
                     self._mark_explicit("children")  # vuer sends `children=[]` as []
         d.update(props)
         d.setdefault("children", [])
-        self.__post_init__(**{**pre, **props})
+        if type(self).__post_init__ is not Element.__post_init__:  # skip the no-op hook
+            self.__post_init__(**{**pre, **props})
 
     def __post_init__(self, **kwargs: Any) -> None:
         """Hook for subclasses, called with every prop once they are set."""
@@ -173,9 +174,11 @@ class Element:
             elif name[:1] == "_":
                 continue
             elif name in lists and isinstance(value, (list, tuple)):
-                items = [_child_to_wire(c) for c in value if c is not None]
+                items = [_child_to_wire(c) for c in value if c is not None] if value else []
                 if items or explicit_lists or name in explicit:
                     out[name] = items
+            elif type(value) is list:  # positions, rotations, colours: no call per number
+                out[name] = [v if type(v) in plain else to_wire(v) for v in value]
             else:
                 out[name] = to_wire(value)
         return out

@@ -746,16 +746,19 @@ class Vuer:
             hook = session._key_handlers.get((et, getattr(ev, "key", None)))
             if hook is not None:
                 session._handlers.submit(hook, ev)
-        with self._lock:
-            hs = self._handlers.get(et)
-            todo = []
-            if hs:
-                for hid, (fn, once) in list(hs.items()):
-                    todo.append(fn)
-                    if once:
-                        del hs[hid]
-                if not hs:
-                    del self._handlers[et]
+        if et not in self._handlers:  # no handler: skip the lock (a dict read is atomic)
+            todo = ()
+        else:
+            with self._lock:
+                hs = self._handlers.get(et)
+                todo = []
+                if hs:
+                    for hid, (fn, once) in list(hs.items()):
+                        todo.append(fn)
+                        if once:
+                            del hs[hid]
+                    if not hs:
+                        del self._handlers[et]
         for fn in todo:
             session._handlers.submit(fn, ev, session)
         if session._bind_queue is not None:

@@ -1,18 +1,24 @@
 """The ``@``-able scene operations shared by sessions and the shared scene.
 
 ``target.upsert @ Box(key="box")`` and ``target.upsert(Box(key="box"), to="parent")`` both
-build an event and hand it to the target's ``send``.
+build an event and hand it to the target's ``send``, except for the hot path of high-rate
+producers: ``upsert @ element`` / ``update @ element`` with one of our elements builds the
+wire map, the frame and the coalescing key directly (:func:`node_message`), with no event
+object, and hands them to the target's ``_send_node_message``. Both paths put the same bytes
+on the wire.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import codec
 from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
-from ..schemas import scene_for_set
+from ..outbox import MergeInfo
+from ..schemas import Element, scene_for_set
 
-__all__ = ["At", "SceneOps", "encode_event", "message_of", "set_event"]
+__all__ = ["At", "SceneOps", "encode_event", "message_of", "node_message", "set_event"]
 
 
 def set_event(scene: Any) -> Set:
@@ -22,19 +28,28 @@ def set_event(scene: Any) -> Set:
 
 
 class At:
-    """``op @ x`` is ``op(x)``; ``op(*xs, **kw)`` builds an event and sends it."""
+    """``op @ x`` is ``op(x)``; ``op(*xs, **kw)`` builds an event and sends it.
 
-    __slots__ = ("_build", "_send")
+    ``fast``: the etype (``"UPSERT"``/``"UPDATE"``) whose ``@ element`` form skips the
+    event object (see the module docstring).
+    """
 
-    def __init__(self, send: Callable[[ServerEvent], Any], build: Callable[..., ServerEvent]):
-        self._send = send
+    __slots__ = ("_build", "_fast", "_target")
+
+    def __init__(self, target: SceneOps, build: Callable[..., ServerEvent],
+                 fast: Optional[str] = None):
+        self._target = target
         self._build = build
+        self._fast = fast
 
     def __matmul__(self, x: Any) -> None:
-        self._send(self._build(x))
+        if self._fast is not None and isinstance(x, Element):
+            self._target._send_node_message(*node_message(self._fast, x))
+        else:
+            self._target.send(self._build(x))
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
-        self._send(self._build(*args, **kwargs))
+        self._target.send(self._build(*args, **kwargs))
 
 
 class SceneOps:
@@ -48,28 +63,60 @@ class SceneOps:
     def send(self, event: ServerEvent) -> None:  # pragma: no cover - provided by subclasses
         raise NotImplementedError
 
+    def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
+        """Send what :func:`node_message` built (targets override this with a direct path)."""
+        raise NotImplementedError  # pragma: no cover - provided by subclasses
+
     @property
     def set(self) -> At:
-        return At(self.send, set_event)
+        return At(self, set_event)
 
     @property
     def add(self) -> At:
-        return At(self.send, Add)
+        return At(self, Add)
 
     @property
     def upsert(self) -> At:
-        return At(self.send, Upsert)
+        return At(self, Upsert, "UPSERT")
 
     @property
     def update(self) -> At:
-        return At(self.send, Update)
+        return At(self, Update, "UPDATE")
 
     @property
     def remove(self) -> At:
-        return At(self.send, Remove)
+        return At(self, Remove)
 
     def __matmul__(self, event: ServerEvent) -> None:
         self.send(event)
+
+
+def node_message(etype: str, element: Element) -> Tuple[Dict[str, Any], Any, MergeInfo]:
+    """``(message map, frame payload, merge info)`` of ``Upsert(element)`` /
+    ``Update(element)`` with no other arguments, built without the event object.
+
+    The map is the one the event's ``serialize()`` gives (same keys, same order), so the
+    frame is the same bytes.
+
+    >>> from vuer_sync.schemas import Box
+    >>> msg, payload, info = node_message("UPSERT", Box(key="b", position=[0, 1, 0]))
+    >>> msg["data"]
+    {'nodes': [{'key': 'b', 'tag': 'Box', 'position': [0, 1, 0]}], 'to': None}
+    >>> msg["etype"], info[0]
+    ('UPSERT', ('UPSERT', ('b',)))
+    """
+    seen = codec.large_seen()
+    node = element.serialize()
+    data = {"nodes": [node], "to": None} if etype == "UPSERT" else {"nodes": [node]}
+    ts = time.time()
+    msg = {"ts": int(ts * 1000), "data": data, "strict": False, "etype": etype}
+    # packed with ts in integer ms as codec.encode does, without its copy of the map
+    payload = codec.pack(msg) if codec.large_seen() == seen else codec.encode_parts(msg)
+    msg["ts"] = ts  # the map keeps float seconds, as an event's serialize() gives
+    key = node.get("key")
+    if type(key) is str and "children" not in node:
+        return msg, payload, ((etype, (key,)), (frozenset(node),))
+    return msg, payload, (None, None)
 
 
 def encode_event(event: ServerEvent, msg: Dict[str, Any]) -> Any:

@@ -25,7 +25,7 @@ from typing import (
 )
 
 from .. import codec
-from .._threads import SerialWorker, held_group, start_thread
+from .._threads import GroupLocal, SerialWorker, held_group, start_thread
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
 from ..outbox import MergeInfo, Outbox
@@ -78,7 +78,7 @@ class VuerSession(SceneOps):
         self._state_lock = threading.Lock()
         self._closing = False
         self._close_frame = (1000, "")
-        self._atomic = threading.local()
+        self._atomic = GroupLocal()
         self._threads: List[threading.Thread] = []
         self._tasks: List[threading.Thread] = []
         self._bind_queue: Any = None  # bind() mode: received events for the generator
@@ -113,6 +113,9 @@ class VuerSession(SceneOps):
         rk = getattr(event, "redundancy_key", None)
         self._send_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None)
 
+    def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
+        self._send_encoded(payload, msg, None, info)  # `upsert @ element`: see ops.node_message
+
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
                       redundancy_key: Optional[str] = None,
                       info: Optional[MergeInfo] = None) -> None:
@@ -120,7 +123,7 @@ class VuerSession(SceneOps):
             self._scene_epoch += 1  # from any source: session, app.scene, relay, playback
         for rec in self._recorders:
             rec._on_message(payload, msg)
-        group = getattr(self._atomic, "group", None)
+        group = self._atomic.group
         if group is not None:
             if self._outbox.closed is not None:
                 raise SessionClosed(f"connection closed: {self._outbox.closed}")
@@ -158,7 +161,7 @@ class VuerSession(SceneOps):
             raise
 
     def _no_atomic(self, what: str) -> None:
-        if getattr(self._atomic, "group", None) is not None:
+        if self._atomic.group is not None:
             raise RuntimeError(f"{what} would wait for messages held back by atomic()")
 
     def flush(self, timeout: Optional[float] = 10.0) -> None:
@@ -186,7 +189,7 @@ class VuerSession(SceneOps):
         caller waits anyway), saving the hop to the sender thread."""
         msg = message_of(event)
         payload = codec.encode(msg)
-        if self._recorders or getattr(self._atomic, "group", None) is not None:
+        if self._recorders or self._atomic.group is not None:
             self._send_encoded(payload, msg)
             return
         m = self._outbox.take_direct(payload)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional, Tup
 import msgpack
 
 from .. import codec
-from .._threads import held_group
+from .._threads import GroupLocal, held_group
 from ..errors import SessionClosed
 from ..events import ServerEvent, Set
-from ..outbox import merge_info
+from ..outbox import MergeInfo, merge_info
 from ..scene import SceneGraph
 from .ops import SceneOps, encode_event, message_of
 
@@ -42,7 +42,7 @@ class SharedScene(SceneOps):
     def __init__(self, app: Vuer):
         self._app = app
         self._lock = threading.RLock()
-        self._atomic = threading.local()
+        self._atomic = GroupLocal()
         self._subscribers: List[VuerSession] = []
         self._recorders: List[Any] = []
         self.graph = SceneGraph()
@@ -60,11 +60,14 @@ class SharedScene(SceneOps):
         self._broadcast_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None,
                                 exclude)
 
+    def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
+        self._broadcast_encoded(payload, msg, info=info)  # `upsert @ element`: ops.node_message
+
     def _broadcast_encoded(self, payload: bytes, msg: Dict[str, Any],
-                           rkey: Optional[str] = None, exclude: Optional[VuerSession] = None
-                           ) -> None:
+                           rkey: Optional[str] = None, exclude: Optional[VuerSession] = None,
+                           info: Optional[MergeInfo] = None) -> None:
         decoded = codec.unpack(payload)  # the graph holds what clients got (float32, ...)
-        group = getattr(self._atomic, "group", None)
+        group = self._atomic.group
         with self._lock:
             self.graph.apply(decoded)
             for rec in self._recorders:
@@ -72,7 +75,8 @@ class SharedScene(SceneOps):
             if group is not None:
                 group.append((payload, exclude))
                 return
-            info = merge_info(msg, rkey)  # once for every client's outbox
+            if info is None:
+                info = merge_info(msg, rkey)  # once for every client's outbox
             for s in self._subscribers:
                 if s is not exclude:
                     try:

@@ -27,6 +27,7 @@ from typing import Any, Deque, Iterable, List, Optional, Tuple, Union
 
 from . import ConnectionClosed
 from .frames import (
+    _SMALL_MASK,
     CLOSE_ABNORMAL,
     CLOSE_INVALID_PAYLOAD,
     CLOSE_MESSAGE_TOO_BIG,
@@ -66,6 +67,10 @@ IOV_BATCH = max(2, min(512, _IOV_MAX))
 # Payloads up to this size are copied next to their header (one buffer instead of two): cheaper
 # than an extra iovec, and lets send_many pack thousands of small messages into a few buffers.
 _COALESCE = 2048
+# headers of unmasked, final binary frames of fewer than 126 bytes, by length (the server's
+# small-message fast path in send_many)
+_SMALL_BINARY_HEADERS = tuple(bytes((0x80 | OP_BINARY, n)) for n in range(126))
+_BINARY_HEADER16 = struct.Struct("!BBH")
 # While receiving a large masked payload, unmask every time this much new data has arrived, so the
 # bytes are still in cache (instead of one pass over the whole message at the end).
 _UNMASK_CHUNK = 256 * 1024
@@ -343,6 +348,10 @@ class WebSocketConnection:
         with self._recv_lock:
             if self._recv_exc is not None:
                 raise ConnectionClosed(self._recv_exc.code, self._recv_exc.reason)
+            if self._is_server:
+                data = self._buffered_small_binary()
+                if data is not None:
+                    return data
             try:
                 return self._receive_message()
             except FrameError as err:
@@ -353,6 +362,39 @@ class WebSocketConnection:
                 exc = err
             self._recv_exc = exc
         raise exc
+
+    def _buffered_small_binary(self) -> Optional[bytes]:
+        """The server's fast path: the next message if it is one small, masked, final binary
+        frame (no RSV bits) already wholly in the read buffer, else ``None`` (and nothing is
+        consumed: :meth:`_receive_message` then reads it, with every check)."""
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < 6 or buf[pos] != 0x80 | OP_BINARY:
+            return None
+        b1 = buf[pos + 1]
+        if b1 < 0x80 or b1 == 0xFF:  # unmasked (a protocol error), or a 64-bit length
+            return None
+        n = b1 & 0x7F
+        head = 6
+        if n == 126:
+            if avail < 8:
+                return None
+            n = (buf[pos + 2] << 8) | buf[pos + 3]
+            head = 8
+            if n > _SMALL_MASK:
+                return None
+        end = pos + head + n
+        if end > len(buf) or (self._max_message_size is not None and n > self._max_message_size):
+            return None
+        key = bytes(buf[pos + head - 4 : pos + head])
+        self._pos = end
+        self._messages_received += 1
+        if not n:
+            return b""
+        value = int.from_bytes(buf[pos + head : end], "little") ^ int.from_bytes(
+            (key * ((n >> 2) + 1))[:n], "little")
+        return value.to_bytes(n, "little")
 
     def _receive_message(self) -> Union[bytes, str]:
         msg_opcode: Optional[int] = None  # opcode of the fragmented message in progress
@@ -584,7 +626,18 @@ class WebSocketConnection:
         bufs: List[Buffer] = []
         small = bytearray()
         count = 0
+        fast = self._is_server and self._fragment_size >= _COALESCE
         for payload in payloads:
+            if fast and type(payload) is bytes and len(payload) <= _COALESCE:
+                # the common small server message: header and payload straight into `small`
+                n = len(payload)
+                if n < 126:
+                    small += _SMALL_BINARY_HEADERS[n]
+                else:
+                    small += _BINARY_HEADER16.pack(0x80 | OP_BINARY, 126, n)
+                small += payload
+                count += 1
+                continue
             for frame in self._frames_of(payload, OP_BINARY):
                 for part in frame:
                     if len(part) <= _COALESCE:
