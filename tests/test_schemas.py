@@ -884,3 +884,18 @@ def test_whole_scene_packs_to_msgpack():
 def test_repr_is_readable():
     r = repr(ours.Group(ours.Box(key="b"), key="g", position=[0, 1, 0]))
     assert r.startswith("Group(") and "key='g'" in r and "1 children" in r
+
+
+def test_list_props_are_copied_and_converted():
+    """A list prop is snapshotted at serialize time, and numpy scalars inside become plain."""
+    from vuer_sync.schemas import Box
+
+    pos = [0.0, 1.0, 2.0]
+    b = Box(key="b", position=pos, scale=[1, np.float32(0.5), np.int64(2)], nested=[[1, 2]])
+    wire = b.serialize()
+    pos[0] = 9.0
+    b.nested[0].append(3)
+    assert wire["position"] == [0.0, 1.0, 2.0] and wire["position"] is not pos
+    assert wire["scale"] == [1, 0.5, 2]
+    assert [type(v) for v in wire["scale"]] == [int, float, int]
+    assert wire["nested"] == [[1, 2]]

@@ -177,8 +177,13 @@ class Element:
                 items = [_child_to_wire(c) for c in value if c is not None] if value else []
                 if items or explicit_lists or name in explicit:
                     out[name] = items
-            elif type(value) is list:  # positions, rotations, colours: no call per number
-                out[name] = [v if type(v) in plain else to_wire(v) for v in value]
+            elif type(value) is list:  # positions, rotations, colours: a copy, no call
+                for v in value:
+                    if type(v) not in plain:
+                        out[name] = to_wire(value)
+                        break
+                else:
+                    out[name] = value[:]
             else:
                 out[name] = to_wire(value)
         return out

@@ -10,6 +10,7 @@ on the wire.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -67,23 +68,24 @@ class SceneOps:
         """Send what :func:`node_message` built (targets override this with a direct path)."""
         raise NotImplementedError  # pragma: no cover - provided by subclasses
 
-    @property
+    # made once per target, then plain attribute reads (a high-rate producer reads one per call)
+    @functools.cached_property
     def set(self) -> At:
         return At(self, set_event)
 
-    @property
+    @functools.cached_property
     def add(self) -> At:
         return At(self, Add)
 
-    @property
+    @functools.cached_property
     def upsert(self) -> At:
         return At(self, Upsert, "UPSERT")
 
-    @property
+    @functools.cached_property
     def update(self) -> At:
         return At(self, Update, "UPDATE")
 
-    @property
+    @functools.cached_property
     def remove(self) -> At:
         return At(self, Remove)
 
