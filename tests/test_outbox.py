@@ -257,11 +257,13 @@ def test_a_message_setting_every_queued_property_replaces_without_decoding():
     assert len(decoded) == 2
     b.push(*upd("arm", position=[7, 7, 7], rotation=[1, 1, 1], color="red"))  # a superset
     assert len(decoded) == 2
+    b.push(*upd("arm", color="red", rotation=[1, 1, 1], position=[7, 7, 7]))  # other order
+    assert len(decoded) == 2
     b.push(*upd("arm", color="blue"))  # merges with what the superset left
     (m,) = drain(b)
     assert m["data"]["nodes"] == [
-        {"key": "arm", "position": [7, 7, 7], "rotation": [1, 1, 1], "color": "blue"}]
-    assert b.stats["coalesced"] == 7
+        {"key": "arm", "color": "blue", "rotation": [1, 1, 1], "position": [7, 7, 7]}]
+    assert b.stats["coalesced"] == 8
 
 
 def test_sent_messages_leave_no_merge_bookkeeping_behind():

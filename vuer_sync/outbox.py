@@ -33,14 +33,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from .errors import RPCTimeout, SessionClosed
 
 __all__ = ["OutMessage", "Outbox", "coalesce_key", "merge_info"]
 
 CoalesceKey = Tuple[str, Tuple[str, ...]]
-NodeProps = Tuple[FrozenSet[str], ...]
+# each node's property names, in its order. Tuples, not sets: a queued message's bookkeeping
+# then holds no object the garbage collector keeps tracking (tuples of strings are untracked
+# at their first collection), which keeps gen-2 collections rare under a message flood
+NodeProps = Tuple[Tuple[str, ...], ...]
 
 # memory a queued frame costs beyond its payload (the OutMessage, the bytes object, the
 # deque slot), counted in the byte budget so many tiny messages cannot exceed it unseen
@@ -101,7 +104,12 @@ class OutMessage:
 
 def _node_props(msg: Dict[str, Any]) -> NodeProps:
     """The property names of each node of a coalescible message."""
-    return tuple(frozenset(n) for n in msg["data"]["nodes"])
+    return tuple(tuple(n) for n in msg["data"]["nodes"])
+
+
+def _covers(new: NodeProps, old: NodeProps) -> bool:
+    """Does each node of ``new`` set every property its counterpart in ``old`` set?"""
+    return all(a == b or set(a).issuperset(b) for a, b in zip(new, old))
 
 
 MergeInfo = Tuple[Optional[CoalesceKey], Optional[NodeProps]]
@@ -115,7 +123,7 @@ def merge_info(msg: Dict[str, Any], redundancy_key: Optional[str] = None) -> Mer
     if ckey is None:
         return None, None
     if len(ckey[1]) == 1:  # one node: no generator
-        return ckey, (frozenset(msg["data"]["nodes"][0]),)
+        return ckey, (tuple(msg["data"]["nodes"][0]),)
     return ckey, _node_props(msg)
 
 
@@ -207,8 +215,8 @@ class Outbox:
                 if prev is not None:
                     if ckey[0] == "=":
                         self._replace(prev, payload)
-                    elif props is not None and prev.props is not None and all(
-                            new >= old for new, old in zip(props, prev.props)):
+                    elif props is not None and prev.props is not None and _covers(
+                            props, prev.props):
                         # every queued property is set again: the merge is the new message
                         self._replace(prev, payload)
                         prev.props, prev.decoded = props, None

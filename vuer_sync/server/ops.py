@@ -117,7 +117,7 @@ def node_message(etype: str, element: Element) -> Tuple[Dict[str, Any], Any, Mer
     msg["ts"] = ts  # the map keeps float seconds, as an event's serialize() gives
     key = node.get("key")
     if type(key) is str and "children" not in node:
-        return msg, payload, ((etype, (key,)), (frozenset(node),))
+        return msg, payload, ((etype, (key,)), (tuple(node),))
     return msg, payload, (None, None)
 
 
