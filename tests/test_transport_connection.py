@@ -842,6 +842,50 @@ def test_buffered_unmasked_client_frame_is_1002(make_pair, workers):
     expect_failure(conn, peer, workers, F.CLOSE_PROTOCOL_ERROR)
 
 
+class _CountingSocket(socket.socket):
+    """A real socket that records how many bytes each write system call was offered."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.offered: List[int] = []
+
+    def sendall(self, data: Any, *a: Any) -> None:
+        self.offered.append(memoryview(data).nbytes)
+        super().sendall(data, *a)
+
+    def sendmsg(self, buffers: Any, *a: Any) -> int:
+        buffers = list(buffers)
+        self.offered.append(sum(memoryview(b).nbytes for b in buffers))
+        return super().sendmsg(buffers, *a)
+
+
+@pytest.mark.parametrize("write_chunk", [1000, 64 * 1024])
+def test_large_writes_are_split_into_write_chunk_system_calls(workers, write_chunk):
+    """No write system call is offered more than ``write_chunk`` bytes (large payloads go as
+    views of themselves), and what arrives is exactly what was sent."""
+    a, b = socket.socketpair()
+    sock = _CountingSocket(fileno=a.detach())
+    conn = WebSocketConnection(sock, is_server=True, write_chunk=write_chunk)
+    peer = RawPeer(b, client=True)
+    try:
+        big = os.urandom(3 * 2**20 + 7)
+        msgs = [big, b"small", os.urandom(5000), memoryview(big)[1:200_001]]
+        s = bg(workers, conn.send_many, msgs)
+        got = [peer.recv_message()[1] for _ in msgs]
+        s.get()
+        s = bg(workers, conn.send, big)
+        got.append(peer.recv_message()[1])
+        s.get()
+        assert got == [bytes(m) for m in msgs] + [big]
+        assert max(sock.offered) <= write_chunk
+        assert sum(sock.offered) >= 2 * len(big)
+    finally:
+        conn.abort()
+        b.close()
+    with socket.socket() as unused, pytest.raises(ValueError):
+        WebSocketConnection(unused, write_chunk=0)
+
+
 def test_send_many_large_iovec_lists_with_partial_writes(pair, workers):
     """Thousands of iovecs (payloads above the coalescing size) with a socket timeout set, which
     makes the kernel accept partial writes: the stream must still be exact."""

@@ -64,6 +64,14 @@ if _IOV_MAX <= 0:  # pragma: no cover - sysconf may report "no limit" as -1
 #: Buffers per ``sendmsg`` call (kept well under IOV_MAX).
 IOV_BATCH = max(2, min(512, _IOV_MAX))
 
+#: Bytes per write system call (default of ``write_chunk``). One ``sendmsg`` of a whole 12 MB
+#: message keeps its thread in the kernel for milliseconds, and a 1 kHz control loop in the
+#: same process wakes up late (p99 0.5-0.8 ms on 2 cores, loopback). Returning to user space
+#: every 512 KiB gives the scheduler points to run it (p99 0.23-0.32 ms), and the smaller
+#: copies stay in cache: throughput is no lower (``benchmarks/bench_lateness_floor.py``
+#: measures plain ``sendall`` both ways; row 5 of ``benchmarks/run.py`` the server).
+WRITE_CHUNK = 512 * 1024
+
 # Payloads up to this size are copied next to their header (one buffer instead of two): cheaper
 # than an extra iovec, and lets send_many pack thousands of small messages into a few buffers.
 _COALESCE = 2048
@@ -161,6 +169,15 @@ def _byte_view(data: Any) -> memoryview:
     return mv
 
 
+def _pieces(buf: Buffer, limit: int) -> List[Buffer]:
+    """``buf`` itself, or views of it of at most ``limit`` bytes each."""
+    n = len(buf)
+    if n <= limit:
+        return [buf]
+    mv = memoryview(buf)
+    return [mv[i : i + limit] for i in range(0, n, limit)]
+
+
 class WebSocketConnection:
     """Blocking WebSocket endpoint over an already-upgraded socket (plain or ``ssl.SSLSocket``).
 
@@ -177,6 +194,9 @@ class WebSocketConnection:
     :param fragment_size: outgoing messages larger than this are sent as several frames, so that
         control frames (pongs) can go out between them.
     :param initial_data: bytes already read from the socket past the HTTP request (normally empty).
+    :param write_chunk: at most this many bytes per write system call (:data:`WRITE_CHUNK`):
+        large messages are written in pieces, without copies, so other threads of the process
+        get the CPU between them.
 
     The connection never closes the socket's file descriptor by itself, except in :meth:`abort`.
     After a completed close handshake or a failure it only half-closes (``shutdown(SHUT_WR)``), so
@@ -193,11 +213,15 @@ class WebSocketConnection:
         read_size: int = 65536,
         fragment_size: int = 32 * 2**20,
         initial_data: bytes = b"",
+        write_chunk: int = WRITE_CHUNK,
     ) -> None:
         if read_size < 16:
             raise ValueError("read_size must be at least 16")
         if fragment_size < 1:
             raise ValueError("fragment_size must be positive")
+        if write_chunk < 1:
+            raise ValueError("write_chunk must be positive")
+        self._write_chunk = int(write_chunk)
         self._sock = sock
         self._is_server = bool(is_server)
         self._max_message_size = max_message_size
@@ -858,15 +882,26 @@ class WebSocketConnection:
                 sock.sendall(b)
                 self._bytes_sent += len(b)
             return
+        limit = self._write_chunk
         nbufs = len(bufs)
-        if nbufs == 1:
+        if nbufs == 1 and len(bufs[0]) <= limit:
             sock.sendall(bufs[0])
             self._bytes_sent += len(bufs[0])
             return
+        if any(len(b) > limit for b in bufs):  # views of at most `limit` bytes (no copy)
+            bufs = [v for b in bufs for v in _pieces(b, limit)]
+            nbufs = len(bufs)
         pos = 0  # index of the first buffer not completely sent
         head: Optional[memoryview] = None  # unsent rest of bufs[pos] after a partial write
         while pos < nbufs:
-            batch = bufs[pos : pos + IOV_BATCH]
+            # at most IOV_BATCH buffers and about `limit` bytes per call
+            end = pos + 1
+            size = len(bufs[pos])
+            stop = min(nbufs, pos + IOV_BATCH)
+            while end < stop and size + len(bufs[end]) <= limit:
+                size += len(bufs[end])
+                end += 1
+            batch = bufs[pos:end]
             if head is not None:
                 batch[0] = head
             sent = sock.sendmsg(batch)
