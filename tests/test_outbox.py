@@ -298,3 +298,54 @@ def test_bookkeeping_of_a_node_in_a_later_message_survives_sending_an_earlier_on
         {"key": "a", "y": 2}, {"key": "c", "y": 3}]}}), m)
     assert [m["data"]["nodes"] for m in drain(b)] == [
         [{"key": "a", "y": 2}, {"key": "c", "y": 3}]]
+
+
+def test_flush_after_close_waits_for_the_batch_being_written():
+    """A peer that closes as soon as it has everything: the reader closes the outbox while
+    the sender is still returning from its last write. flush() must report that write (not
+    SessionClosed), and must raise once a write in flight is known to be lost."""
+    b = box()
+    b.push(*upd("a", x=1))
+    batch = b.pop_batch(timeout=0)
+    b.close("client closed the connection", drain=False)
+    outcome = []
+
+    def flush():
+        try:
+            b.wait_written(timeout=5)
+            outcome.append("written")
+        except SessionClosed:
+            outcome.append("closed")
+
+    t = threading.Thread(target=flush)
+    t.start()
+    t.join(0.1)
+    assert t.is_alive() and not outcome  # still in flight: unknown yet
+    b.mark_written(batch)
+    t.join(5)
+    assert outcome == ["written"]
+
+    b = box()
+    b.push(*upd("a", x=1))
+    batch = b.pop_batch(timeout=0)
+    b.push(*upd("b", x=2))  # queued, never taken: lost at close
+    b.close("gone", drain=False)
+    b.abandon(batch, "send failed")
+    with pytest.raises(SessionClosed):
+        b.wait_written(timeout=5)
+    s = b.snapshot_stats()
+    assert (s["pending_bytes"], s["in_flight"]) == (0, 0)
+    assert s["dropped"] == {"gone": 1, "send failed": 1}
+
+
+def test_requeue_after_close_drops_the_batch_and_releases_flush():
+    b = box()
+    b.push(*upd("a", x=1))
+    batch = b.pop_batch(timeout=0)
+    b.close("client closed", drain=False)
+    b.requeue_front(batch)  # a reconnecting client's sender, after the outbox was closed
+    with pytest.raises(SessionClosed):
+        b.wait_written(timeout=5)  # at once: nothing is in flight any more
+    s = b.snapshot_stats()
+    assert (s["pending_bytes"], s["in_flight"], s["depth"]) == (0, 0, 0)
+    assert s["dropped"] == {"client closed": 1}

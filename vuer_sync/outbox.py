@@ -380,6 +380,7 @@ class Outbox:
         (a reconnecting client resends them on the new connection)."""
         with self._lock:
             if self._closed is not None and not self._drain_then_close:
+                self._drop_in_flight(batch, self._closed)  # nowhere to send them any more
                 return
             self._queue.extendleft(reversed(batch))
             self._in_flight -= len(batch)
@@ -391,12 +392,15 @@ class Outbox:
         if not batch:
             return
         with self._lock:
-            self._in_flight -= len(batch)
-            self._direct = False
-            self._pending_bytes -= sum(m.nbytes for m in batch)
-            d = self.stats["dropped"]
-            d[reason] = d.get(reason, 0) + len(batch)
-            self._written.notify_all()
+            self._drop_in_flight(batch, reason)
+
+    def _drop_in_flight(self, batch: List[OutMessage], reason: str) -> None:
+        self._in_flight -= len(batch)
+        self._direct = False
+        self._pending_bytes -= sum(m.nbytes for m in batch)
+        d = self.stats["dropped"]
+        d[reason] = d.get(reason, 0) + len(batch)
+        self._written.notify_all()
 
     def wake(self) -> None:
         """Wake a sender waiting in :meth:`pop_batch` (it then gets ``[]``)."""
@@ -432,7 +436,10 @@ class Outbox:
         with self._lock:
             target = self._seq if seq is None else seq
             while self._written_seq < target:
-                if self._closed is not None and not self._drain_then_close:
+                # closed: what is still being written may yet complete (a peer that closes as
+                # soon as it has everything); only once nothing is in flight is it lost
+                if self._closed is not None and not self._drain_then_close \
+                        and not self._in_flight:
                     raise SessionClosed(f"connection closed: {self._closed}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -458,9 +465,9 @@ class Outbox:
         if not self._drain_then_close and self._queue:
             d = self.stats["dropped"]
             d[reason] = d.get(reason, 0) + len(self._queue)
+            self._pending_bytes -= sum(m.nbytes for m in self._queue)  # in-flight bytes stay
             self._queue.clear()
             self._clear_index()
-            self._pending_bytes = 0
         self._has_data.notify_all()
         self._has_space.notify_all()
         self._written.notify_all()
