@@ -349,3 +349,16 @@ def test_requeue_after_close_drops_the_batch_and_releases_flush():
     s = b.snapshot_stats()
     assert (s["pending_bytes"], s["in_flight"], s["depth"]) == (0, 0, 0)
     assert s["dropped"] == {"client closed": 1}
+
+
+def test_one_node_props_are_shared_and_the_cache_is_bounded():
+    from vuer_sync.outbox import _ONE_NODE_PROPS, merge_info, one_node_props
+
+    a = one_node_props({"key": "a", "tag": "Box", "position": [0, 0, 0]})
+    b = one_node_props({"key": "b", "tag": "Box", "position": [1, 1, 1]})
+    assert a == (("key", "tag", "position"),) and a is b  # one tuple for every such message
+    assert merge_info(upd("c", position=[0, 0, 0])[1])[1] is one_node_props(
+        {"key": "x", "position": 1})
+    for i in range(5000):  # ever-new property names: the cache stops growing
+        assert one_node_props({"key": "k", f"p{i}": i}) == (("key", f"p{i}"),)
+    assert len(_ONE_NODE_PROPS) <= 4096

@@ -107,6 +107,22 @@ def _node_props(msg: Dict[str, Any]) -> NodeProps:
     return tuple(tuple(n) for n in msg["data"]["nodes"])
 
 
+_ONE_NODE_PROPS: Dict[Tuple[str, ...], NodeProps] = {}
+
+
+def one_node_props(node: Dict[str, Any]) -> NodeProps:
+    """``_node_props`` of a one-node message. The same few property sets recur (a pose
+    stream sends the same ones every time): they are shared, so a queued message adds no
+    tuple of its own for the garbage collector to track (at most 4096 distinct sets kept)."""
+    names = tuple(node)
+    props = _ONE_NODE_PROPS.get(names)
+    if props is None:
+        props = (names,)
+        if len(_ONE_NODE_PROPS) < 4096:
+            _ONE_NODE_PROPS[names] = props
+    return props
+
+
 def _covers(new: NodeProps, old: NodeProps) -> bool:
     """Does each node of ``new`` set every property its counterpart in ``old`` set?"""
     return all(a == b or set(a).issuperset(b) for a, b in zip(new, old))
@@ -123,7 +139,7 @@ def merge_info(msg: Dict[str, Any], redundancy_key: Optional[str] = None) -> Mer
     if ckey is None:
         return None, None
     if len(ckey[1]) == 1:  # one node: no generator
-        return ckey, (tuple(msg["data"]["nodes"][0]),)
+        return ckey, one_node_props(msg["data"]["nodes"][0])
     return ckey, _node_props(msg)
 
 

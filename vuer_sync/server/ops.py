@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import codec
 from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
-from ..outbox import MergeInfo
+from ..outbox import MergeInfo, one_node_props
 from ..schemas import Element, scene_for_set
 
 __all__ = ["At", "SceneOps", "encode_event", "message_of", "node_message", "set_event"]
@@ -117,7 +117,7 @@ def node_message(etype: str, element: Element) -> Tuple[Dict[str, Any], Any, Mer
     msg["ts"] = ts  # the map keeps float seconds, as an event's serialize() gives
     key = node.get("key")
     if type(key) is str and "children" not in node:
-        return msg, payload, ((etype, (key,)), (tuple(node),))
+        return msg, payload, ((etype, (key,)), one_node_props(node))
     return msg, payload, (None, None)
 
 
