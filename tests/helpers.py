@@ -21,11 +21,20 @@ def recv_msg(ws):
 
 
 def recv_close_code(ws):
-    """Read until the server's close frame; return its code."""
+    """Read until the server's close frame; return its code (and answer it, as a client does).
+
+    Frames are read raw: websocket-client's ``recv_data`` sends the close reply itself and
+    raises if the server has already closed the socket (a broken pipe that says nothing
+    about the code the server sent)."""
     while True:
         try:
-            op, data = ws.recv_data(control_frame=True)
-        except websocket.WebSocketConnectionClosedException:
+            frame = ws.recv_frame()
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
             return None
-        if op == websocket.ABNF.OPCODE_CLOSE:
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            data = frame.data
+            try:
+                ws.send_close()
+            except (OSError, websocket.WebSocketException):
+                pass  # the server did not wait for the reply
             return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
