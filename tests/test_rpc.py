@@ -41,8 +41,8 @@ def test_reply_wakes_a_blocked_thread():
     got = []
     t = threading.Thread(target=lambda: got.append(r.result(5)))
     t.start()
-    time.sleep(0.02)
-    assert not got
+    t.join(0.05)
+    assert t.is_alive() and not got  # blocked until the result is set
     r.set_result(7)
     t.join(5)
     assert got == [7] and not t.is_alive()

@@ -186,8 +186,6 @@ def _nodes(elements: Iterable[Any]) -> Tuple[List[Any], Optional[bool]]:
     is one of our elements and none has one, ``None`` when unknown (dicts, vuer's elements).
     """
     seen = codec.large_seen()
-    if len(elements) == 1 and isinstance(elements[0], Element):  # `upsert @ Box(...)`
-        return [elements[0].serialize()], codec.large_seen() != seen
     known = True
     out = []
     for e in _items(elements):
@@ -231,12 +229,7 @@ class Upsert(ServerEvent):
     def __init__(self, *elements: Any, to: Optional[str] = None, strict: bool = False,
                  **kwargs: Any):
         nodes, self._large = _nodes(elements)
-        if kwargs:
-            super().__init__({"nodes": nodes, "to": to}, strict=strict, **kwargs)
-        else:  # the common case, without the keyword-argument loop
-            self.ts = time.time()
-            self.data = {"nodes": nodes, "to": to}
-            self.strict = strict
+        super().__init__({"nodes": nodes, "to": to}, strict=strict, **kwargs)
 
 
 class Update(ServerEvent):
@@ -246,12 +239,7 @@ class Update(ServerEvent):
 
     def __init__(self, *elements: Any, strict: bool = False, **kwargs: Any):
         nodes, self._large = _nodes(elements)
-        if kwargs:
-            super().__init__({"nodes": nodes}, strict=strict, **kwargs)
-        else:
-            self.ts = time.time()
-            self.data = {"nodes": nodes}
-            self.strict = strict
+        super().__init__({"nodes": nodes}, strict=strict, **kwargs)
 
 
 class Remove(ServerEvent):

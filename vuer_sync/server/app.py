@@ -30,6 +30,8 @@ from .shared import SharedScene
 
 logger = logging.getLogger("vuer_sync.server")
 
+__all__ = ["Vuer"]
+
 
 def _hand_over_gil() -> None:
     """Let a thread just woken by an answer (an ``rpc()`` or ``till()`` caller) take the GIL
@@ -41,7 +43,6 @@ def _hand_over_gil() -> None:
     """
     time.sleep(0)
 
-__all__ = ["Vuer"]
 
 Handler = Callable[[ClientEvent, VuerSession], Any]
 DEFAULT_CORS = "https://vuer.ai,https://staging.vuer.ai,https://dash.ml"

@@ -114,16 +114,7 @@ class VuerSession(SceneOps):
         self._send_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None)
 
     def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
-        """``upsert @ element`` (see ops.node_message): straight to the outbox when nothing
-        records and no atomic() block is open."""
-        if self._recorders or self._atomic.group is not None:
-            self._send_encoded(payload, msg, None, info)
-            return
-        try:
-            self._outbox.push(payload, msg, None, info)
-        except SessionClosed:
-            self._drop_if_over_budget()
-            raise
+        self._send_encoded(payload, msg, None, info)  # `upsert @ element`: ops.node_message
 
     def _send_encoded(self, payload: bytes, msg: Optional[Dict[str, Any]],
                       redundancy_key: Optional[str] = None,

@@ -27,6 +27,7 @@ from typing import Any, Deque, Iterable, List, Optional, Tuple, Union
 
 from . import ConnectionClosed
 from .frames import (
+    _H4,
     _SMALL_MASK,
     CLOSE_ABNORMAL,
     CLOSE_INVALID_PAYLOAD,
@@ -42,6 +43,7 @@ from .frames import (
     OP_TEXT,
     FrameError,
     FrameHeader,
+    _xor_small,
     apply_mask,
     encode_close_payload,
     encode_header,
@@ -78,7 +80,6 @@ _COALESCE = 2048
 # headers of unmasked, final binary frames of fewer than 126 bytes, by length (the server's
 # small-message fast path in send_many)
 _SMALL_BINARY_HEADERS = tuple(bytes((0x80 | OP_BINARY, n)) for n in range(126))
-_BINARY_HEADER16 = struct.Struct("!BBH")
 # While receiving a large masked payload, unmask every time this much new data has arrived, so the
 # bytes are still in cache (instead of one pass over the whole message at the end).
 _UNMASK_CHUNK = 256 * 1024
@@ -414,11 +415,7 @@ class WebSocketConnection:
         key = bytes(buf[pos + head - 4 : pos + head])
         self._pos = end
         self._messages_received += 1
-        if not n:
-            return b""
-        value = int.from_bytes(buf[pos + head : end], "little") ^ int.from_bytes(
-            (key * ((n >> 2) + 1))[:n], "little")
-        return value.to_bytes(n, "little")
+        return _xor_small(buf[pos + head : end], key) if n else b""
 
     def _receive_message(self) -> Union[bytes, str]:
         msg_opcode: Optional[int] = None  # opcode of the fragmented message in progress
@@ -658,7 +655,7 @@ class WebSocketConnection:
                 if n < 126:
                     small += _SMALL_BINARY_HEADERS[n]
                 else:
-                    small += _BINARY_HEADER16.pack(0x80 | OP_BINARY, 126, n)
+                    small += _H4.pack(0x80 | OP_BINARY, 126, n)
                 small += payload
                 count += 1
                 continue
