@@ -1,5 +1,8 @@
 """What recording costs the producer: one `app.scene.update @ {...}` call with and without an
-active recorder (median and p99, microseconds), and the serialize time and file size.
+active recorder (median and p99, microseconds), in memory and streamed to a file
+(`record(path=...)`: the writer thread packs and writes while the producer runs); the
+serialize time, the crash-safe `save()` time (temporary file, fsync, rename) and the file
+sizes; the streamed recording's `stop()` time (last batch, end record, fsync).
 
     python benchmarks/bench_record.py [--n 20000] [--smoke]
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,12 +42,27 @@ def main() -> None:
     plain = calls(app, n)
     rec = app.scene.record()
     recording = calls(app, n)
+    rec.stop()
     t0 = time.perf_counter()
     data = rec.serialize()
     ser_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        rec.save(Path(tmp) / "memory.vsrec")
+        save_s = time.perf_counter() - t0
+        streamed = app.scene.record(path=Path(tmp) / "streamed.vsrec")
+        streaming = calls(app, n)
+        t0 = time.perf_counter()
+        streamed.stop()
+        stop_s = time.perf_counter() - t0
+        stream_bytes = streamed.path.stat().st_size
     result = {"n": n, "without_recorder": plain, "with_recorder": recording,
               "overhead_median_us": recording["median_us"] - plain["median_us"],
-              "serialize_s": ser_s, "file_bytes": len(data), "bytes_per_message": len(data) / n}
+              "with_streamed_recorder": streaming,
+              "streamed_overhead_median_us": streaming["median_us"] - plain["median_us"],
+              "serialize_s": ser_s, "save_s": save_s, "file_bytes": len(data),
+              "bytes_per_message": len(data) / n, "streamed_stop_s": stop_s,
+              "streamed_file_bytes": stream_bytes}
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / ("record-smoke.json" if args.smoke else "record.json")).write_text(
@@ -53,8 +72,12 @@ def main() -> None:
           f"{plain['p99_us']:.2f} us p99")
     print(f"  with a recorder:    {recording['median_us']:.2f} us median, "
           f"{recording['p99_us']:.2f} us p99")
+    print(f"  with a streamed recorder: {streaming['median_us']:.2f} us median, "
+          f"{streaming['p99_us']:.2f} us p99")
     print(f"  serialize: {ser_s * 1e3:.1f} ms for {len(data)} bytes "
-          f"({result['bytes_per_message']:.1f} B/message)")
+          f"({result['bytes_per_message']:.1f} B/message); save (serialize, write, fsync, "
+          f"rename): {save_s * 1e3:.1f} ms")
+    print(f"  streamed: {stream_bytes} bytes, stop() {stop_s * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -61,3 +61,52 @@ def test_a_page_from_another_origin_cannot_connect(app, tmp_path, monkeypatch):
         site.shutdown()
         site.server_close()
         t.join(5)
+
+
+REBOUND = "attacker.example"
+
+
+class _ReboundAllowed(Chromium):
+    """Our Chromium, with the attacker's name resolving to 127.0.0.1 (a DNS rebinding)."""
+
+    def _route(self, route):
+        if (route.request.url.split("/")[2].split(":")[0]) == REBOUND:
+            route.continue_()
+        else:
+            super()._route(route)
+
+
+def test_a_page_whose_name_rebinds_to_loopback_gets_nothing(app, tmp_path, monkeypatch):
+    """DNS rebinding: the attacker's page, once its name points at 127.0.0.1, is same-origin
+    with our server (Origin == Host), so only the Host allow-list stands in its way."""
+    require_chromium()
+    (tmp_path / "secret.txt").write_text("secret")
+    app.workspace = str(tmp_path)
+    app.start(block=False)
+    rules = f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1 , MAP * ~NOTFOUND , " \
+            "EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE [::1]"
+    monkeypatch.setattr(browser, "CHROMIUM_ARGS", tuple(
+        rules if a.startswith("--host-resolver-rules") else a for a in browser.CHROMIUM_ARGS))
+    base = f"http://{REBOUND}:{app.port}"
+    with _ReboundAllowed(800, 600) as chrome:
+        page = chrome.open(f"{base}/")
+        assert (f"{base}/", 403) in chrome.responses
+        assert "host not allowed" in page.content()
+        # the page's own script: a websocket and a file read, both same-origin after rebinding
+        page.evaluate(
+            "() => { document.title = 'pending';"
+            f" const ws = new WebSocket('ws://{REBOUND}:{app.port}/');"
+            " ws.onopen = () => { document.title = 'open'; };"
+            " ws.onerror = () => { document.title = 'refused'; }; }")
+        assert wait_until(lambda: page.title() != "pending", 15)
+        assert page.title() == "refused"
+        status = page.evaluate("async () => (await fetch('/workspace/secret.txt')).status")
+        assert status == 403
+        assert not app.sessions
+        # a deployment that serves under that name says so, and then it works
+        app.allowed_hosts.append(REBOUND)
+        page.goto(f"{base}/")
+        session = app.wait_for_session(30, client="browser")
+        assert session.origin == base
+        assert page.evaluate("async () => (await fetch('/workspace/secret.txt')).status") == 200
+        page.close()

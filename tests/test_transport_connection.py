@@ -1187,7 +1187,9 @@ def test_tls_full_duplex_under_load(tls_pair, workers):
     assert receive(server, workers) == b"end"
     server.send(b"end")
     assert receive(client, workers) == b"end"
-    assert server.pongs_received == client.pongs_received == n // 10
+    # pings that arrive while a pong is still waiting to be written share one pong
+    # (only the latest ping needs an answer, RFC 6455 5.5.3)
+    assert 0 < server.pongs_received <= n // 10 and 0 < client.pongs_received <= n // 10
 
 
 def test_tls_abort_unblocks_reader_and_writer(tls_pair, workers):

@@ -8,7 +8,11 @@ import queue
 import threading
 from typing import Any, Callable, Iterator, List, Optional
 
+from .logsafe import TracebackLimiter
+
 logger = logging.getLogger("vuer_sync.handlers")
+#: A handler that raises on every event logs its traceback once a minute, with a count.
+handler_errors = TracebackLimiter(logger)
 
 __all__ = ["GroupLocal", "SerialWorker", "held_group", "start_thread"]
 
@@ -62,7 +66,7 @@ class SerialWorker:
                 if isinstance(e, SessionClosed):  # the client left while it ran: normal end
                     logger.debug("handler %s stopped: %s", name, e)
                 else:
-                    logger.exception("handler %s raised", name)
+                    handler_errors.log(f"handler {name} raised", e, source=str(name))
 
     def stop(self) -> Optional[threading.Thread]:
         """Let queued calls finish, then end the thread; returns it for joining."""

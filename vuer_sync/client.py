@@ -38,6 +38,7 @@ from ._threads import start_thread
 from ._version import __version__
 from .errors import ProtocolError, SessionClosed
 from .events import ClientEvent
+from .logsafe import redact_secrets
 from .outbox import Outbox
 from .server.config import env_bool, env_int, env_str
 
@@ -338,7 +339,7 @@ class VuerClient:
         self._connected.clear()
         self.last_error = err
         if err is not None and not self._closing.is_set():
-            logger.info("VuerClient connection to %s ended: %r", self.uri, err)
+            logger.info("VuerClient connection to %s ended: %r", redact_secrets(self.uri), err)
         if self.auto_reconnect and not self._closing.is_set():
             self._outbox.wake()  # the old sender sees the new connection and leaves
             self._reconnect()
@@ -418,10 +419,10 @@ class VuerClient:
             try:
                 self._open()
                 self.stats["reconnects"] += 1
-                logger.info("VuerClient reconnected to %s", self.uri)
+                logger.info("VuerClient reconnected to %s", redact_secrets(self.uri))
                 return
             except Exception as e:
-                logger.debug("reconnect to %s failed: %r", self.uri, e)
+                logger.debug("reconnect to %s failed: %r", redact_secrets(self.uri), e)
                 delay = min(delay * 2, self.reconnect_max_delay)
         self._outbox.close("client closed", drain=False)
         self._inbox.put(_CLOSED)
@@ -438,7 +439,7 @@ class VuerClient:
             ws.connect(self.uri, timeout=self.connect_timeout, **kwargs)
         except websocket.WebSocketException as e:  # handshake refused, closed during it...
             ws.shutdown()
-            raise ConnectionError(f"cannot connect to {self.uri}: {e}") from e
+            raise ConnectionError(f"cannot connect to {redact_secrets(self.uri)}: {e}") from e
         ws.settimeout(None)
         ws.send_binary(codec.encode(ClientEvent(etype="INIT", value=client_info()).serialize()))
         self._ws = ws
@@ -448,5 +449,6 @@ class VuerClient:
         self._sender = start_thread(self._send_loop, "vuer-client-sender", ws)
 
     def __repr__(self) -> str:
-        return f"<VuerClient {self.uri} {'connected' if self.connected else 'closed'}>"
+        state = "connected" if self.connected else "closed"
+        return f"<VuerClient {redact_secrets(self.uri)} {state}>"
 

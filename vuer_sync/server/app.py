@@ -22,9 +22,10 @@ from .._threads import start_thread
 from .._version import __version__
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, Frame, NullEvent, ServerEvent
+from ..transport.budget import InboundBudget
 from . import http
 from .config import env_bool, env_int, env_str
-from .serving import HttpServer
+from .serving import HttpServer, default_max_connections
 from .session import VuerSession
 from .shared import SharedScene
 
@@ -111,7 +112,12 @@ class Vuer:
     ``static_root``), ``queue_len``, ``WEBSOCKET_MAX_SIZE`` (enforced: larger messages close
     the connection with 1009), ``REQUEST_MAX_SIZE``, ``domain``/``client_url``,
     ``verbose``, ``queries``. Our own: ``token`` (``VUER_TOKEN``), ``allowed_origins``,
-    ``ping_interval``, ``outbox_bytes``/``outbox_policy``/``outbox_timeout``.
+    ``allowed_hosts`` (``VUER_SYNC_ALLOWED_HOSTS``: names this server may be reached by
+    besides loopback names and IP addresses, the DNS-rebinding guard), ``ping_interval``,
+    ``outbox_bytes``/``outbox_policy``/``outbox_timeout``, and the limits of
+    ``docs/security.md``: ``header_timeout`` (10 s for a request head), ``init_timeout``
+    (30 s for a websocket's ``INIT``), ``max_connections``, ``inbound_bytes`` (memory for
+    incomplete inbound messages, all connections together).
     """
 
     def __init__(
@@ -140,6 +146,11 @@ class Vuer:
         outbox_policy: str = "block",
         outbox_timeout: float = 2.0,
         free_port: bool = False,
+        allowed_hosts: Optional[Sequence[str]] = None,
+        header_timeout: float = 10.0,
+        init_timeout: Optional[float] = 30.0,
+        max_connections: Optional[int] = None,
+        inbound_bytes: Optional[int] = None,
         **unknown: Any,
     ):
         if unknown:
@@ -176,6 +187,20 @@ class Vuer:
         if free_port:
             warnings.warn("free_port is ignored: vuer_sync never kills other processes; "
                           "use port=0 for a free port", stacklevel=2)
+        if allowed_hosts is None:
+            allowed_hosts = (env_str("VUER_SYNC_ALLOWED_HOSTS", "") or "").split(",")
+        self.allowed_hosts = [h.strip() for h in allowed_hosts if h.strip()]
+        if "*" in self.allowed_hosts and not self.token:
+            raise ValueError("allowed_hosts=['*'] accepts requests for any host name, which "
+                             "lets DNS-rebinding pages reach this server: it needs a token= "
+                             "(or VUER_TOKEN) too")
+        self.header_timeout = float(header_timeout)
+        self.init_timeout = None if init_timeout is None else float(init_timeout)
+        self.max_connections = int(max_connections) if max_connections is not None \
+            else default_max_connections()
+        self.inbound_bytes = int(inbound_bytes) if inbound_bytes is not None \
+            else max(512 << 20, 2 * self.WEBSOCKET_MAX_SIZE)
+        self._inbound_budget = InboundBudget(self.inbound_bytes)
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
             logger.warning("binding %s without a token: anyone who can reach this port can "
                            "drive the scene (pass token= or set VUER_TOKEN)", self.host)
@@ -466,7 +491,10 @@ class Vuer:
         :meth:`stop`; ``block=False`` returns as soon as the port is bound."""
         if self._server is None:
             self._stopped.clear()
-            server = HttpServer(self.flask, self.host, self.port, self._ssl_context())
+            server = HttpServer(self.flask, self.host, self.port, self._ssl_context(),
+                                header_timeout=self.header_timeout,
+                                max_connections=self.max_connections,
+                                idle_timeout=max(self.header_timeout, self.send_timeout))
             self._server = server
             self.port = server.port
             server.start()
@@ -488,6 +516,7 @@ class Vuer:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Close every websocket, stop listening, join our threads, free the port."""
+        self.scene._stop_recordings()  # streamed app.scene.record(path=...) files finished
         server, self._server = self._server, None
         if server is None:
             return
@@ -548,6 +577,8 @@ class Vuer:
 
     def _make_flask(self) -> Flask:
         app = Flask("vuer_sync", static_folder=None)
+        app.wsgi_app = http.HostGuard(  # type: ignore[method-assign]
+            app.wsgi_app, lambda host: http.host_allowed(host, self.host, self.allowed_hosts))
         app.config["MAX_CONTENT_LENGTH"] = self.REQUEST_MAX_SIZE
         app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoReaderThread}
         sock = Sock(app)
@@ -631,7 +662,11 @@ class Vuer:
         import mimetypes
 
         with self._lock:
-            offer = getattr(self, "_downloads", {}).pop(token, None)  # one-time
+            downloads = getattr(self, "_downloads", {})
+            if request.method == "HEAD":  # asks about it: does not use it up
+                offer = downloads.get(token)
+            else:
+                offer = downloads.pop(token, None)  # one-time
         if offer is not None and offer[3] < time.monotonic():
             offer = None  # offered more than 10 minutes ago: expired
         if offer is None:
@@ -688,7 +723,8 @@ class Vuer:
             except OSError:
                 pass
         conn = WebSocketConnection(sock, is_server=True,
-                                   max_message_size=self.WEBSOCKET_MAX_SIZE)
+                                   max_message_size=self.WEBSOCKET_MAX_SIZE,
+                                   inbound_budget=self._inbound_budget)
         session = VuerSession(self, conn, str(uuid.uuid4()), request.environ)
         with self._lock:
             self._sessions[session.id] = session

@@ -9,6 +9,7 @@ Scene operations enqueue on the connection's ordered outbox and return at once; 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from typing import (
     Iterator,
     List,
     Optional,
+    Union,
 )
 
 from .. import codec
@@ -35,6 +37,7 @@ from .handles import CameraHandle, NotificationHandle, file_download_js, run_jav
 from .ops import SceneOps, encode_event, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..record import StateSerializer
     from ..transport import WebSocketConnection
     from .app import Vuer
 
@@ -279,16 +282,36 @@ class VuerSession(SceneOps):
         run_javascript(self, code, delay_ms)
 
     def record(self, clock: str = "script", filter: Optional[Callable[[Dict[str, Any]], bool]]
-               = None) -> Any:
+               = None, path: Optional[Union[str, os.PathLike]] = None,
+               flush_interval: float = 0.25) -> StateSerializer:
         """Start recording what is sent to this session; returns a
         :class:`~vuer_sync.record.StateSerializer` (``serialize()``, ``insert_sleep()``,
-        ``stop()``)."""
+        ``stop()``).
+
+        ``path=None`` keeps the recording in memory; with a ``path`` (a file that does not
+        exist yet) it streams there as it is made, written by a thread at least every
+        ``flush_interval`` seconds (at most 1), and is finished when the session ends if
+        ``stop()`` was not called."""
         from ..record import StateSerializer
 
-        rec = StateSerializer(clock=clock, filter=filter)
-        self._recorders.append(rec)
-        rec._detach = lambda: self._recorders.remove(rec) if rec in self._recorders else None
+        rec = StateSerializer(clock=clock, filter=filter, path=path,
+                              flush_interval=flush_interval)
+        # copy on write: a sender iterating the list meanwhile is not disturbed
+        self._recorders = [*self._recorders, rec]
+
+        def detach() -> None:
+            self._recorders = [r for r in self._recorders if r is not rec]
+
+        rec._detach = detach
+        if self.closed:  # the session ended already: nothing more will be recorded
+            self._stop_recordings()
         return rec
+
+    def _stop_recordings(self) -> None:
+        """Finish this session's streamed recordings (called when the session ends): pending
+        records and the end record written, the files closed, the writer threads ended."""
+        for rec in [r for r in self._recorders if r.path is not None]:
+            rec._finish()
 
     # -- background work ------------------------------------------------------------------
 
@@ -390,6 +413,7 @@ class VuerSession(SceneOps):
         exc = SessionClosed(f"session {self.id}: {why}")
         self._rpc.close(exc)
         self._till.close(exc)
+        self._stop_recordings()  # streamed recordings of this session end with it
 
     def _threads_to_join(self) -> List[threading.Thread]:
         ts = [self._sender, *self._threads]
@@ -405,10 +429,16 @@ class VuerSession(SceneOps):
         interval = self.app.ping_interval
         ping_sent_at: Optional[float] = None
         next_ping = time.monotonic() + interval if interval else None
+        init_timeout = self.app.init_timeout
+        init_by = None if not init_timeout else time.monotonic() + init_timeout
         batch: Any = None
         try:
             while True:
-                timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
+                if init_by is not None and self.init is not None:
+                    init_by = None
+                wake = next_ping if init_by is None else \
+                    init_by if next_ping is None else min(next_ping, init_by)
+                timeout = None if wake is None else max(0.0, wake - time.monotonic())
                 batch = self._outbox.pop_batch(timeout=timeout)
                 if batch is None:
                     break
@@ -419,6 +449,11 @@ class VuerSession(SceneOps):
                     batch = None
                     continue
                 now = time.monotonic()
+                if init_by is not None and now >= init_by and self.init is None:
+                    logger.info("session %s: no INIT within %.0f s (init_timeout): closing",
+                                self.id, init_timeout)
+                    self._begin_close(1008, "no INIT received in time", drain=False)
+                    break
                 if next_ping is not None and now >= next_ping:
                     if ping_sent_at is not None and ws.last_received < ping_sent_at:
                         logger.warning("session %s: no answer to keepalive ping for %.0f s",

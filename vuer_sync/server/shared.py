@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import TYPE_CHECKING, Any, ContextManager, Dict, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    List,
+    Optional,
+    Tuple,
+    Union,
+)
 
 import msgpack
 
@@ -16,6 +27,7 @@ from ..scene import SceneGraph
 from .ops import SceneOps, encode_event, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..record import StateSerializer
     from .app import Vuer
     from .session import VuerSession
 
@@ -105,12 +117,38 @@ class SharedScene(SceneOps):
             except SessionClosed:
                 pass
 
-    def record(self, clock: str = "script", filter: Optional[Any] = None) -> Any:
+    def get_render(self, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
+        """A frame of the shared scene, rendered by whichever browser is connected (the
+        newest one), as a ``uint8`` ``(H, W, 3)`` array; the same as ``app.get_render``.
+
+        The request travels behind everything broadcast before the call, so the frame
+        shows it (see :meth:`VuerSession.get_render
+        <vuer_sync.server.session.VuerSession.get_render>` for the arguments). Waits up to
+        ``timeout`` s for a browser to connect (``RPCTimeout`` naming the timeout if none
+        does); if the browser leaves mid-call, asks another one within ``timeout``, and
+        raises ``SessionClosed`` if none is connected by then. A capture loop therefore
+        survives page reloads::
+
+            for i in range(100):
+                app.scene.upsert @ Box(key="box", position=[i / 100, 0.15, 0])
+                rgb = app.scene.get_render(timeout=10)
+        """
+        return self._app.get_render(*args, timeout=timeout, **kwargs)
+
+    def record(self, clock: str = "script", filter: Optional[Callable[[Dict[str, Any]], bool]]
+               = None, path: Optional[Union[str, os.PathLike]] = None,
+               flush_interval: float = 0.25) -> StateSerializer:
         """Start recording the shared scene: the current scene first (one ``SET``), then
-        every broadcast. Returns a :class:`~vuer_sync.record.StateSerializer`."""
+        every broadcast. Returns a :class:`~vuer_sync.record.StateSerializer`.
+
+        ``path=None`` keeps the recording in memory (``serialize()``/``save()``); with a
+        ``path`` (a file that does not exist yet) it streams there as it is made, written
+        by a thread at least every ``flush_interval`` seconds (at most 1), and
+        ``app.stop()`` finishes it if ``stop()`` was not called."""
         from ..record import StateSerializer
 
-        rec = StateSerializer(clock=clock, filter=filter)
+        rec = StateSerializer(clock=clock, filter=filter, path=path,
+                              flush_interval=flush_interval)
         with self._lock:  # snapshot and live feed under one lock: nothing lost or doubled
             if self.graph.used:
                 msg = Set(self.graph.snapshot()).serialize()
@@ -124,6 +162,15 @@ class SharedScene(SceneOps):
 
         rec._detach = detach
         return rec
+
+    def _stop_recordings(self) -> None:
+        """Finish the streamed recordings of the shared scene (``Vuer.stop()`` calls this):
+        pending records and the end record written, the files closed, the writer threads
+        ended. In-memory recordings go on, as before."""
+        with self._lock:
+            streamed = [r for r in self._recorders if r.path is not None]
+        for rec in streamed:
+            rec._finish()
 
     def snapshot(self) -> Dict[str, Any]:
         """The current shared scene as ``SET`` data."""

@@ -26,6 +26,7 @@ import time
 from typing import Any, Deque, Iterable, List, Optional, Tuple, Union
 
 from . import ConnectionClosed
+from .budget import InboundBudget
 from .frames import (
     _H4,
     _SMALL_MASK,
@@ -90,6 +91,15 @@ _POLLOUT = getattr(select, "POLLOUT", 4)
 
 _PENDING_CONTROL = 0
 _PENDING_CLOSE = 1
+_PENDING_PONG = 2  # the latest pong (one slot: only the latest ping needs an answer)
+
+#: Close code when the inbound budget is exhausted ("try again later").
+CLOSE_TRY_AGAIN_LATER = 1013
+#: A large payload is read into buffers that grow with what has arrived: the first holds
+#: this much, each next one as much as has arrived so far, up to ``_MAX_STEP``. A header that
+#: declares 200 MiB and sends 10 bytes costs ``_FIRST_STEP``, not 200 MiB.
+_FIRST_STEP = 1 << 20
+_MAX_STEP = 16 << 20
 
 _U16 = struct.Struct("!H")
 
@@ -198,6 +208,10 @@ class WebSocketConnection:
     :param write_chunk: at most this many bytes per write system call (:data:`WRITE_CHUNK`):
         large messages are written in pieces, without copies, so other threads of the process
         get the CPU between them.
+    :param inbound_budget: shared with other connections: the bytes held by incomplete inbound
+        messages are reserved from it as they arrive; when it is exhausted the connection is
+        failed with 1013. Whatever a header declares, only arrived bytes (plus one growth step)
+        are held.
 
     The connection never closes the socket's file descriptor by itself, except in :meth:`abort`.
     After a completed close handshake or a failure it only half-closes (``shutdown(SHUT_WR)``), so
@@ -215,6 +229,7 @@ class WebSocketConnection:
         fragment_size: int = 32 * 2**20,
         initial_data: bytes = b"",
         write_chunk: int = WRITE_CHUNK,
+        inbound_budget: Optional[InboundBudget] = None,
     ) -> None:
         if read_size < 16:
             raise ValueError("read_size must be at least 16")
@@ -251,6 +266,8 @@ class WebSocketConnection:
         self._recv_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._pending: Deque[Tuple[int, bytes]] = collections.deque()
+        self._pong: Optional[bytes] = None  # the pong to send (_PENDING_PONG marks its turn)
+        self._budget = inbound_budget
 
         # read side (only touched by the thread holding _recv_lock)
         self._buf = bytearray(initial_data)
@@ -418,6 +435,14 @@ class WebSocketConnection:
         return _xor_small(buf[pos + head : end], key) if n else b""
 
     def _receive_message(self) -> Union[bytes, str]:
+        held = [0]  # bytes of earlier fragments, reserved from the inbound budget
+        try:
+            return self._receive_fragments(held)
+        finally:
+            if held[0]:
+                self._budget.release(held[0])  # type: ignore[union-attr]
+
+    def _receive_fragments(self, held: List[int]) -> Union[bytes, str]:
         msg_opcode: Optional[int] = None  # opcode of the fragmented message in progress
         parts: List[Any] = []
         total = 0
@@ -464,6 +489,11 @@ class WebSocketConnection:
                 except UnicodeDecodeError:
                     raise FrameError("text message is not valid UTF-8", CLOSE_INVALID_PAYLOAD)
 
+            if self._budget is not None and not h.fin:  # held until the last fragment
+                if not self._budget.reserve(len(payload)):
+                    raise FrameError("server busy: inbound memory budget exhausted",
+                                     CLOSE_TRY_AGAIN_LATER)
+                held[0] += len(payload)
             if kind == OP_TEXT:
                 if decoder is None:
                     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -489,7 +519,7 @@ class WebSocketConnection:
         payload = self._read_payload(h.payload_length, h.mask_key)
         if opcode == OP_PING:
             if not self._close_queued:
-                self._queue(_PENDING_CONTROL, self._control_frame(OP_PONG, payload))
+                self._queue_pong(self._control_frame(OP_PONG, payload))
         elif opcode == OP_PONG:
             self._last_pong = time.monotonic()
             self._pongs_received += 1
@@ -553,11 +583,8 @@ class WebSocketConnection:
         self._bytes_received += n
         self._last_received = time.monotonic()
 
-    def _read_payload(self, n: int, key: Optional[bytes]) -> Union[bytes, bytearray]:
-        """Read ``n`` payload bytes and unmask them.
-
-        Returns ``bytes``, except for payloads above the pool's ``max_buffer``, which come back as
-        a ``bytearray`` of exactly ``n`` bytes."""
+    def _read_payload(self, n: int, key: Optional[bytes]) -> bytes:
+        """Read ``n`` payload bytes and unmask them."""
         avail = len(self._buf) - self._pos
         if n <= avail or n <= self._read_size:
             while len(self._buf) - self._pos < n:
@@ -569,32 +596,59 @@ class WebSocketConnection:
             self._pos = end
             return data
 
-        # Large payload: recv_into one buffer (no concatenation), unmask in place with numpy while
-        # the data is still in cache, then one copy into the returned bytes. The buffer comes from
-        # a process-wide pool, so its pages are already mapped: a fresh buffer per message costs a
-        # page fault per 4 KiB, which more than doubled the CPU per MB (see RECEIVE_POOL).
-        pool = RECEIVE_POOL
-        pooled = n <= pool.max_buffer
-        buf = pool.get(n) if pooled else bytearray(n)
-        try:
-            dst = memoryview(buf)[:n]
-            if avail:
-                with memoryview(self._buf) as src:
-                    dst[:avail] = src[self._pos :]
-            self._buf.clear()
-            self._pos = 0
-            self._recv_exact_into(dst, avail, key)
-            if not pooled:
-                return buf
-            data = dst.tobytes()
-            dst.release()
-            return data
-        finally:
-            if pooled:
-                pool.put(buf)
+        return self._read_large_payload(n, key, avail)
 
-    def _recv_exact_into(self, dst: memoryview, got: int, key: Optional[bytes]) -> None:
-        """Fill ``dst[got:]`` from the socket and unmask all of ``dst`` (in chunks, in place)."""
+    def _read_large_payload(self, n: int, key: Optional[bytes], avail: int) -> bytes:
+        """Read a payload larger than ``read_size``, holding only what has arrived.
+
+        The bytes go with ``recv_into`` straight into buffers that grow with what has arrived
+        (``_FIRST_STEP``, then as much again, up to ``_MAX_STEP`` each), are unmasked in place
+        while still in cache, and are joined into the returned bytes (one copy). The buffers
+        come from :data:`RECEIVE_POOL`, whose pages are already mapped (a fresh buffer per
+        message costs a page fault per 4 KiB). Each step is reserved from the inbound budget
+        first; when it is exhausted the connection fails with 1013.
+        """
+        pool = RECEIVE_POOL
+        steps: List[Tuple[bytearray, memoryview]] = []
+        reserved = 0
+        got = 0
+        try:
+            while got < n:
+                size = min(n - got, max(_FIRST_STEP, min(got, _MAX_STEP)))
+                if self._budget is not None:
+                    if not self._budget.reserve(size):
+                        raise FrameError("server busy: inbound memory budget exhausted",
+                                         CLOSE_TRY_AGAIN_LATER)
+                    reserved += size
+                buf = pool.get(size)
+                dst = memoryview(buf)[:size]
+                steps.append((buf, dst))
+                filled = 0
+                if avail:  # bytes already read past the header
+                    filled = min(avail, size)
+                    with memoryview(self._buf) as src:
+                        dst[:filled] = src[self._pos : self._pos + filled]
+                    self._pos += filled
+                    avail -= filled
+                    if not avail:
+                        self._buf.clear()
+                        self._pos = 0
+                self._recv_exact_into(dst, filled, key, got)
+                got += size
+            if len(steps) == 1:
+                return steps[0][1].tobytes()
+            return b"".join([dst for _, dst in steps])
+        finally:
+            for buf, dst in steps:
+                dst.release()
+                pool.put(buf)
+            if reserved:
+                self._budget.release(reserved)  # type: ignore[union-attr]
+
+    def _recv_exact_into(self, dst: memoryview, got: int, key: Optional[bytes],
+                         mask_offset: int = 0) -> None:
+        """Fill ``dst[got:]`` from the socket and unmask all of ``dst`` (in chunks, in place);
+        ``mask_offset`` is the position of ``dst[0]`` in the frame's payload."""
         n = len(dst)
         recv_into = self._sock.recv_into if not self._is_ssl else self._recv_into
         unmasked = 0
@@ -609,10 +663,10 @@ class WebSocketConnection:
             self._bytes_received += k
             self._last_received = time.monotonic()
             if key is not None and got - unmasked >= _UNMASK_CHUNK:
-                apply_mask(dst[unmasked:got], key, unmasked)
+                apply_mask(dst[unmasked:got], key, mask_offset + unmasked)
                 unmasked = got
         if key is not None and unmasked < n:
-            apply_mask(dst[unmasked:], key, unmasked)
+            apply_mask(dst[unmasked:], key, mask_offset + unmasked)
 
     # ------------------------------------------------------------------ sending
 
@@ -831,6 +885,17 @@ class WebSocketConnection:
             lock.release()
             self._flush_pending()
 
+    def _queue_pong(self, frame: bytes) -> None:
+        """Answer a ping. A peer that pings while not reading gets one pong for the latest
+        ping (RFC 6455 5.5.3), not one queued per ping: at most one pong waits, whatever it
+        sends."""
+        with self._state_lock:
+            waiting = self._pong is not None
+            self._pong = frame
+        if waiting:
+            return
+        self._queue(_PENDING_PONG, b"")
+
     def _queue(self, kind: int, frame: bytes) -> None:
         """Queue a control frame and write it now if no other thread is writing."""
         self._pending.append((kind, frame))
@@ -853,6 +918,12 @@ class WebSocketConnection:
             if kind == _PENDING_CLOSE and not allow_close:
                 return  # the close frame waits until the current message is complete
             pending.popleft()
+            if kind == _PENDING_PONG:
+                with self._state_lock:
+                    pong, self._pong = self._pong, None
+                if pong is None:
+                    continue
+                frame = pong
             if self._close_sent or self._write_broken or self._aborted:
                 continue  # nothing may follow a close frame
             try:
