@@ -84,7 +84,7 @@ SMOKE = {
 }
 
 EXTERNAL = ("bench_client_upload.py", "bench_rtc.py", "bench_render.py", "bench_transport.py",
-            "bench_record.py", "bench_lateness_floor.py")
+            "bench_record.py", "bench_lateness_floor.py", "bench_validation.py")
 
 NA = "n/a"
 

@@ -11,9 +11,10 @@ and the image size) and per frame the camera ``position``, its orientation ``wxy
 ``look_at`` point and the 4x4 camera-to-world ``transform_matrix`` (OpenGL/three.js camera:
 it looks along its -Z axis with +Y up; flip the Y and Z columns for OpenCV).
 
-``--headless`` starts Debian's Chromium through Playwright (``pip install playwright``; no
-``playwright install`` needed: ``--chromium`` points at the binary), offline, with software
-WebGL. Without it the script waits for you to open the printed URL in any browser.
+``--headless`` starts Debian's Chromium through Playwright (``pip install
+"vuer-sync[capture]"`` and ``apt-get install chromium``; no ``playwright install`` needed:
+``--chromium`` points at the binary), offline, with software WebGL; both are checked before
+the server starts. Without it the script waits for you to open the printed URL in any browser.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -50,10 +52,7 @@ class HeadlessChromium:
     """Chromium on a throw-away profile, showing ``url``; ``close()`` ends it."""
 
     def __init__(self, url: str, executable: str, width: int = 1280, height: int = 720):
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError:
-            sys.exit("--headless needs Playwright: pip install playwright")
+        from playwright.sync_api import sync_playwright  # checked by check_headless()
         self.profile = tempfile.mkdtemp(prefix="vuer-capture-chromium-")
         self._pw = sync_playwright().start()
         try:
@@ -73,6 +72,20 @@ class HeadlessChromium:
         finally:
             self._pw.stop()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def check_headless(chromium: str) -> Optional[str]:
+    """Why ``--headless`` cannot work here (``None`` when it can): Playwright missing, or no
+    Chromium binary. Checked before the server starts, so the user gets one clear line."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as e:
+        return (f"--headless needs Playwright ({e}): pip install 'vuer-sync[capture]' "
+                f"(no `playwright install`: it drives Debian's chromium)")
+    if not (os.path.isfile(chromium) and os.access(chromium, os.X_OK)):
+        return (f"--headless: no Chromium at {chromium} (apt-get install chromium, or pass "
+                f"--chromium PATH)")
+    return None
 
 
 def scene() -> DefaultScene:
@@ -200,6 +213,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.n < 1:
         p.error("--n must be at least 1")
 
+    if args.headless:
+        problem = check_headless(args.chromium)
+        if problem:
+            sys.exit(f"dataset_capture.py: {problem}")
     port = args.port if args.port is not None else (0 if args.headless else 8012)
     app = Vuer(port=port)
     app.start(block=False)

@@ -1,8 +1,8 @@
 """The documentation builds (``mkdocs build --strict``) and its code runs as written.
 
 Every ```` ```python ```` block of our pages (``docs/*.md``, ``docs/recipes/*.md``,
-``docs/api/*.md``; pages other people own test their own code) runs, per page, in
-subprocesses, bounded in time:
+``docs/api/*.md``, and ``README.md``; pages other people own test their own code) runs, per
+page, in subprocesses, bounded in time:
 
 * a block titled ``...server.py`` (```` ```python title="server.py" ````) is a server a user
   starts in one terminal: it runs in the background, its port is read from the start-up
@@ -149,6 +149,20 @@ def test_blocks_are_found_and_few_are_skipped():
                          ids=lambda p: str(p.relative_to(DOCS)))
 def test_code_blocks_run(page, tmp_path):
     run_page(page, tmp_path)
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_code_blocks_run(tmp_path):
+    """The README's snippets run as pasted, with the page rules above: the quick start is a
+    ``server.py`` (stopped with Ctrl-C at the end), the client a ``client.py`` run against it,
+    the robot loop a script of its own."""
+    blocks = blocks_of(README)
+    kinds = [b.kind for b in blocks]
+    assert len(blocks) >= 3 and "skip" not in kinds, kinds
+    assert kinds.count("server") == 1 and "program" in kinds and "script" in kinds, kinds
+    run_page(README, tmp_path)
 
 
 def test_mkdocs_build_strict(tmp_path):

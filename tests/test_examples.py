@@ -171,6 +171,26 @@ def test_server_and_client_examples(server, client, client_args, server_says, cl
     assert_clean(server, rc, srv.output, server_says)
 
 
+def test_dataset_capture_headless_checks_playwright_before_serving(tmp_path):
+    """No Playwright: one clear line and a non-zero exit, before any server starts."""
+    fake = tmp_path / "no-playwright" / "playwright"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("No module named playwright")\n')
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), env["PYTHONPATH"]])
+    t0 = time.monotonic()
+    r = run_script([str(EXAMPLES / "dataset_capture.py"), "--headless", "--n", "1",
+                    "--out", str(tmp_path / "out")], tmp_path, env)
+    assert r.returncode != 0, r.stdout
+    assert "needs Playwright" in r.stdout and "vuer-sync[capture]" in r.stdout, r.stdout
+    assert "Vuer server" not in r.stdout and "Traceback" not in r.stdout, r.stdout
+    assert time.monotonic() - t0 < 20 and not (tmp_path / "out").exists()
+    r = run_script([str(EXAMPLES / "dataset_capture.py"), "--headless", "--chromium",
+                    str(tmp_path / "no-such-chromium")], tmp_path, subprocess_env())
+    assert r.returncode != 0 and "Vuer server" not in r.stdout, r.stdout
+    assert "no Chromium at" in r.stdout or "needs Playwright" in r.stdout, r.stdout
+
+
 def test_collaborative_editing_across_processes(tmp_path):
     env = subprocess_env()
     script = str(EXAMPLES / "collab_edit.py")

@@ -1,14 +1,15 @@
-"""The ``vuer-sync`` command: ``demo``, ``version``."""
+"""The ``vuer-sync`` command (also ``python -m vuer_sync``): ``demo``, ``play``, ``export``,
+``version``."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
-import math
 import os
 import sys
 import threading
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from ._version import __version__
 
@@ -17,43 +18,51 @@ __all__ = ["main"]
 
 def _demo(args: argparse.Namespace) -> int:
     from . import Vuer
-    from .schemas import Box, DefaultScene, Sphere
+    from .demo import Demo
 
     app = Vuer(host=args.host, port=args.port)
-
-    @app.spawn
-    def scene(session):  # one thread per connected browser
-        session.set @ DefaultScene(
-            Box(key="box", args=[0.4, 0.4, 0.4], position=[0, 0.2, 0],
-                materialType="standard", material={"color": "#e33"}),
-            Sphere(key="ball", args=[0.1, 32, 16], position=[0.8, 0.1, 0],
-                   materialType="standard", material={"color": "#39f"}),
-        )
-        t = 0.0
-        frames = args.frames
-        while not session.closed and (frames is None or frames > 0):
-            t += 1 / 30
-            session.upsert @ Sphere(key="ball", position=[0.8 * math.cos(t), 0.1,
-                                                           0.8 * math.sin(t)])
-            if session.wait_closed(1 / 30):
-                break
-            if frames is not None:
-                frames -= 1
-
-    _serve(app, args.seconds)
-    return 0
+    demo = Demo(app, hz=args.hz, cloud_hz=min(args.cloud_hz, args.hz), points=args.points)
+    return _serve(app, args.seconds, "demo", on_start=demo.start, on_stop=demo.stop)
 
 
-def _serve(app, seconds: Optional[float]) -> None:
-    """Serve until Ctrl-C (``start`` blocks and stops cleanly), or for ``seconds``."""
-    if seconds is None:
-        app.start(block=True)
-        return
-    app.start(block=False)
+def _bind_error(command: str, app: Any, e: OSError) -> str:
+    """The one line printed when the server cannot listen."""
+    where = f"{app.host}:{app.port}"
+    if e.errno == errno.EADDRINUSE:
+        return (f"vuer-sync {command}: port {app.port} is already in use (another vuer-sync "
+                f"or Vuer server?). Stop it, or pick another port: --port N "
+                f"(--port 0 = any free port).")
+    if e.errno == errno.EACCES:
+        return (f"vuer-sync {command}: not allowed to listen on {where} (ports below 1024 "
+                f"need root): pick another port with --port N (--port 0 = any free port).")
+    return f"vuer-sync {command}: cannot listen on {where}: {e.strerror or e}"
+
+
+def _serve(app: Any, seconds: Optional[float], command: str,
+           on_start: Optional[Callable[[], Any]] = None,
+           on_stop: Optional[Callable[[], Any]] = None) -> int:
+    """Serve until Ctrl-C, or for ``seconds``; then stop cleanly. Returns the exit status:
+    1, with one line on stderr and no traceback, when the port cannot be bound."""
     try:
-        threading.Event().wait(seconds)
+        app.start(block=False)
+    except OSError as e:
+        print(_bind_error(command, app, e), file=sys.stderr)
+        return 1
+    stop_event = threading.Event()
+    try:
+        if on_start is not None:
+            on_start()
+        if seconds is None:
+            app.start(block=True)  # until Ctrl-C (then it stops the server itself)
+        else:
+            stop_event.wait(seconds)
+    except KeyboardInterrupt:
+        pass
     finally:
-        app.stop()
+        app.stop()  # first: ends any call still waiting on a browser
+        if on_stop is not None:
+            on_stop()
+    return 0
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -72,8 +81,7 @@ def _play(args: argparse.Namespace) -> int:
         rec.play(session, speed=args.speed, loop=args.loop)
         session.forever()
 
-    _serve(app, args.seconds)
-    return 0
+    return _serve(app, args.seconds, "play")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -94,23 +102,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="vuer-sync",
         description="vuer_sync: drive Vuer 3D scenes from plain, blocking Python.",
     )
+    parser.add_argument("--version", action="version", version=f"vuer-sync {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("VUER_SYNC_LOG", "WARNING"),
                         help="logging level (env VUER_SYNC_LOG), e.g. INFO or DEBUG")
     sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="serve a demo scene with the local web client")
+    seconds_help = "stop after this many seconds (default: serve until Ctrl-C)"
+    port_help = "port to listen on (default 8012; 0 = any free port)"
+    demo = sub.add_parser("demo", help="serve a demo scene (a robot arm, a live point cloud, "
+                                       "a camera and its view) with the local web client")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8012)
-    demo.add_argument("--seconds", type=float, default=None,
-                      help="stop after this many seconds (default: run until Ctrl-C)")
-    demo.add_argument("--frames", type=int, default=None, help=argparse.SUPPRESS)
+    demo.add_argument("--port", type=int, default=8012, help=port_help)
+    demo.add_argument("--seconds", type=float, default=None, help=seconds_help)
+    demo.add_argument("--hz", type=float, default=30.0,
+                      help="scene updates per second (the arm's joints; default 30; lower it "
+                           "for a browser on software WebGL, e.g. 5)")
+    demo.add_argument("--cloud-hz", type=float, default=10.0,
+                      help="point cloud frames per second (default 10)")
+    demo.add_argument("--points", type=int, default=6000, help="points in the point cloud")
     play = sub.add_parser("play", help="serve a recording (.vsrec) to browsers")
     play.add_argument("file", help="a recording made with app.scene.record() / serialize()")
     play.add_argument("--host", default="127.0.0.1")
-    play.add_argument("--port", type=int, default=8012)
+    play.add_argument("--port", type=int, default=8012, help=port_help)
     play.add_argument("--speed", type=float, default=1.0,
                       help="playback speed (2 = twice as fast, 0 = all at once)")
     play.add_argument("--loop", action="store_true", help="play again from the start")
-    play.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
+    play.add_argument("--seconds", type=float, default=None, help=seconds_help)
     export = sub.add_parser("export", help="write a folder that shows a recording's final "
                                            "scene offline (with any static file server)")
     export.add_argument("file")

@@ -46,6 +46,7 @@ __all__ = [
     "Update",
     "Upsert",
     "serialize",
+    "summarize",
 ]
 
 INIT = "INIT"
@@ -64,6 +65,52 @@ def serialize(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [serialize(i) for i in x]
     return x
+
+
+def _short(x: Any, budget: int) -> str:
+    """``repr(x)`` built piece by piece, giving up once ``budget`` characters are used."""
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return f"<{len(x)} bytes>" if len(x) > 16 else repr(bytes(x))
+    if isinstance(x, dict):
+        parts: List[str] = []
+        used = 2
+        for k, v in x.items():
+            if used > budget:
+                parts.append("...")
+                break
+            part = f"{k!r}: {_short(v, budget - used)}"
+            parts.append(part)
+            used += len(part) + 2
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(x, (list, tuple)):
+        items: List[str] = []
+        used = 2
+        for v in x:
+            if used > budget:
+                items.append(f"... {len(x)} items")
+                break
+            items.append(_short(v, budget - used))
+            used += len(items[-1]) + 2
+        inner = ", ".join(items)
+        return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
+    shape = getattr(x, "shape", None)
+    if shape is not None and not isinstance(x, type) and getattr(x, "ndim", 0):
+        return f"<array shape={tuple(shape)} dtype={getattr(x, 'dtype', '?')}>"
+    r = repr(x)
+    return r if len(r) <= max(budget, 16) else r[:max(budget, 16)] + "..."
+
+
+def summarize(x: Any, limit: int = 120) -> str:
+    """A short one-line ``repr`` of an event's value or data, for printing and logs:
+    ``bytes`` are counted, arrays shown by shape, long containers cut with ``...``.
+
+    >>> summarize({"frame": b"x" * 100000, "pose": [1, 2, 3]})
+    "{'frame': <100000 bytes>, 'pose': [1, 2, 3]}"
+    >>> len(summarize(list(range(1000)))) < 140
+    True
+    """
+    out = _short(x, limit)
+    return out if len(out) <= limit + 20 else out[:limit] + "..."
 
 
 class Event:
@@ -124,7 +171,20 @@ class ClientEvent(Event):
         return out
 
     def __repr__(self) -> str:
-        return f"client<{self.etype}>({self.value!r})"
+        """``client<ETYPE>(value summary)``; a message with ``data`` and no ``value`` (a
+        server message read by a :class:`~vuer_sync.VuerClient`) shows ``data=...``.
+
+        >>> ClientEvent.from_dict({"etype": "SET", "data": {"tag": "Scene", "key": "s"}})
+        client<SET>(data={'tag': 'Scene', 'key': 's'})
+        >>> ClientEvent("UPLOAD", value={"file": b"x" * 5000})
+        client<UPLOAD>({'file': <5000 bytes>})
+        """
+        d = self.__dict__
+        if "value" not in d and "data" in d:
+            return f"client<{self.etype}>(data={summarize(d['data'])})"
+        return f"client<{self.etype}>({summarize(self.value)})"
+
+    __str__ = __repr__
 
 
 class InitEvent(ClientEvent):
@@ -165,7 +225,8 @@ class ServerEvent(Event):
         return out
 
     def __repr__(self) -> str:
-        return f"server<{self.etype}>({self.data!r})"
+        """``server<ETYPE>(data summary)`` (long data is shortened, bytes are counted)."""
+        return f"server<{self.etype}>({summarize(self.data)})"
 
 
 def _items(elements: Iterable[Any]) -> List[Any]:
@@ -178,9 +239,25 @@ def _items(elements: Iterable[Any]) -> List[Any]:
     return out
 
 
-def _nodes(elements: Iterable[Any]) -> Tuple[List[Any], Optional[bool]]:
+def _not_a_node(e: Any, op: str) -> TypeError:
+    """The error for something that is not a scene node, with a hint for the likely mix-up."""
+    shown = repr(e)
+    shown = shown if len(shown) <= 60 else shown[:60] + "..."
+    if isinstance(e, dict):
+        return TypeError(f"{op} takes elements or dicts with a 'key' (the node to change), "
+                         f"got a dict without one: {shown}")
+    hint = ""
+    if isinstance(e, str):
+        hint = f" (a key alone: to remove that node, use remove @ {shown})"
+    return TypeError(f"{op} takes scene elements such as Box(key=...) (or dicts with a "
+                     f"'key'), got {type(e).__name__} {shown}{hint}")
+
+
+def _nodes(elements: Iterable[Any], op: str) -> Tuple[List[Any], Optional[bool]]:
     """Elements serialized now (a snapshot of their props at call time, and plain dicts
-    the outbox can coalesce by key); dicts are passed through as Vuer does.
+    the outbox can coalesce by key); dicts with a ``key`` are passed through as Vuer does.
+    Anything else (a bare key string, a number, ``None``) raises ``TypeError`` naming
+    ``op``: the web client would get a node it cannot place.
 
     Also returns whether a large ``bytes`` value is among them: ``False`` when every node
     is one of our elements and none has one, ``None`` when unknown (dicts, vuer's elements).
@@ -191,9 +268,16 @@ def _nodes(elements: Iterable[Any]) -> Tuple[List[Any], Optional[bool]]:
     for e in _items(elements):
         if isinstance(e, Element):
             out.append(e.serialize())
-        else:
+        elif isinstance(e, dict):
+            if "key" not in e:
+                raise _not_a_node(e, op)
             known = False
+            out.append(e)
+        elif not isinstance(e, type) and callable(getattr(e, "_serialize", None)):
+            known = False  # an element of the real vuer package
             out.append(serialize(e))
+        else:
+            raise _not_a_node(e, op)
     if not known:
         return out, None
     return out, codec.large_seen() != seen
@@ -214,7 +298,7 @@ class Add(ServerEvent):
     etype = "ADD"
 
     def __init__(self, *elements: Any, to: Optional[str] = None, **kwargs: Any):
-        nodes, self._large = _nodes(elements)
+        nodes, self._large = _nodes(elements, "add")
         super().__init__({"nodes": nodes, "to": to}, **kwargs)
 
 
@@ -228,7 +312,7 @@ class Upsert(ServerEvent):
 
     def __init__(self, *elements: Any, to: Optional[str] = None, strict: bool = False,
                  **kwargs: Any):
-        nodes, self._large = _nodes(elements)
+        nodes, self._large = _nodes(elements, "upsert")
         super().__init__({"nodes": nodes, "to": to}, strict=strict, **kwargs)
 
 
@@ -238,7 +322,7 @@ class Update(ServerEvent):
     etype = "UPDATE"
 
     def __init__(self, *elements: Any, strict: bool = False, **kwargs: Any):
-        nodes, self._large = _nodes(elements)
+        nodes, self._large = _nodes(elements, "update")
         super().__init__({"nodes": nodes}, strict=strict, **kwargs)
 
 

@@ -137,13 +137,23 @@ class PendingTable:
             return sum(len(v) for v in self._pending.values())
 
 
+def format_seconds(t: float) -> str:
+    """A timeout as people write it: ``3.95``, ``10``, ``0.5`` (two decimals at most).
+
+    >>> format_seconds(3.9488599949997933), format_seconds(10.0), format_seconds(1 / 3)
+    ('3.95', '10', '0.33')
+    """
+    return f"{t:.2f}".rstrip("0").rstrip(".") or "0"
+
+
 def wait(fut: Reply, timeout: Optional[float], what: str) -> Any:
     """``fut.result(timeout)`` raising :class:`RPCTimeout` (a ``TimeoutError``) on timeout and
     :class:`SessionClosed` when the session ended."""
     try:
         return fut.result(timeout)
     except TimeoutError:
-        raise RPCTimeout(f"{what}: no answer within {timeout} s") from None
+        shown = format_seconds(timeout) if timeout is not None else "?"
+        raise RPCTimeout(f"{what}: no answer within {shown} s") from None
     except SessionClosed as e:
         raise SessionClosed(f"{what}: {e}") from None
 

@@ -10,14 +10,18 @@ key for key and in the same order; the few deliberate differences are listed in
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import threading
 from pathlib import PurePath
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from ..codec import LARGE_BINARY, note_large
 
-__all__ = ["Element", "BlockElement", "SceneElement", "ModelNode", "to_wire", "auto_key"]
+__all__ = ["Element", "BlockElement", "SceneElement", "ModelNode", "to_wire", "auto_key",
+           "check_transforms", "TRANSFORM_PROPS"]
 
 # --------------------------------------------------------------------------- auto keys
 # vuer uses a process-global counter ("0", "1", ...), which collides with user keys
@@ -83,6 +87,102 @@ def to_wire(value: Any) -> Any:
     return value
 
 
+# --------------------------------------------------------------------------- transforms
+#: the transform props checked when an element is made: name -> accepted lengths
+TRANSFORM_PROPS: Dict[str, Tuple[int, ...]] = {
+    "position": (3,),  # [x, y, z]
+    "rotation": (3,),  # Euler angles [x, y, z] in radians (three.js; an order string may follow)
+    "scale": (3, 1),  # [x, y, z], or one number for all three (three.js setScalar)
+    "quaternion": (4,),  # [x, y, z, w] (three.js order)
+}
+_TRANSFORM_HINT = {
+    "position": "3 numbers [x, y, z]",
+    "rotation": "3 numbers [x, y, z] (Euler angles, radians)",
+    "scale": "3 numbers [x, y, z] or one number",
+    "quaternion": "4 numbers [x, y, z, w]",
+}
+_NUMBER = frozenset({int, float})
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) in _NUMBER or isinstance(v, numbers.Real)  # numpy scalars, bool, fractions
+
+
+def _transform_ok(name: str, value: Any) -> bool:
+    """Whether ``value`` has a shape the web client can apply to ``name``."""
+    t = type(value)
+    if t is list or t is tuple:
+        n = len(value)
+        if n == 4 and name == "rotation" and isinstance(value[3], str):
+            value, n = value[:3], 3  # [x, y, z, "XYZ"]: three.js Euler with its order
+        if n not in TRANSFORM_PROPS[name] or n == 1:
+            return False
+        for v in value:
+            if type(v) not in _NUMBER and not _is_number(v):
+                return False
+        return True
+    if value is None:
+        return True  # not set: the client's default
+    if t in _NUMBER or (t is not str and _is_number(value)):
+        return name == "scale"
+    shape = getattr(value, "shape", None)  # numpy arrays, torch tensors
+    if shape is not None and hasattr(value, "tolist"):
+        kind = getattr(getattr(value, "dtype", None), "kind", "f")
+        if shape == () and kind in "biuf":
+            return name == "scale"
+        return len(shape) == 1 and shape[0] in TRANSFORM_PROPS[name] and shape[0] != 1 \
+            and kind in "biuf"
+    return False
+
+
+#: (name, common length) of the transform props, for the fast path of check_transforms
+_COMMON = (("position", 3), ("rotation", 3), ("scale", 3), ("quaternion", 4))
+
+
+def check_transforms(element: Element, props: Dict[str, Any], _common: Any = _COMMON,
+                     _number: Any = _NUMBER, _ndarray: Any = np.ndarray) -> None:
+    """``ValueError`` naming the element and the prop when one of ``position``,
+    ``rotation``, ``scale``, ``quaternion`` in ``props`` has the wrong shape (a string, two
+    numbers, a 3x3 matrix...): the web client would drop the element silently.
+
+    Accepted: a list, tuple or 1-D numpy array of numbers of the right length (see
+    :data:`TRANSFORM_PROPS`), one number for ``scale``, ``None`` (not set). The common
+    cases (plain ``int``/``float`` lists, float arrays) cost a few hundred nanoseconds.
+
+    >>> from vuer_sync.schemas import Box
+    >>> try:
+    ...     Box(key="b", position="x")
+    ... except ValueError as e:
+    ...     print(e)
+    Box(key='b'): position must be 3 numbers [x, y, z] (a list, tuple or numpy array), got str 'x'
+    """
+    for name, n in _common:
+        value = props.get(name)
+        if value is None:
+            continue
+        t = type(value)
+        if t is list or t is tuple:  # the hot path: plain numbers, right length
+            if len(value) == n and _number.issuperset(map(type, value)):
+                continue
+        elif t is _ndarray:
+            if value.shape == (n,) and value.dtype.kind in "biuf":
+                continue
+        if not _transform_ok(name, value):
+            _raise_transform(element, name, value)
+
+
+def _raise_transform(element: Element, name: str, value: Any) -> None:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:60] + "..."
+    shape = getattr(value, "shape", None)
+    got = f"an array of shape {tuple(shape)}" if shape is not None else \
+        f"{type(value).__name__} {shown}"
+    raise ValueError(
+        f"{type(element).__name__}(key={element.__dict__.get('key')!r}): {name} "
+        f"must be {_TRANSFORM_HINT[name]} (a list, tuple or numpy array), got {got}")
+
+
 def _child_to_wire(child: Any) -> Any:
     if isinstance(child, (str, dict)):
         return child  # verbatim, as vuer does
@@ -144,6 +244,9 @@ class Element:
                 props["children"] = _as_list(props["children"])
                 if not props["children"]:
                     self._mark_explicit("children")  # vuer sends `children=[]` as []
+        if "position" in props or "rotation" in props or "scale" in props \
+                or "quaternion" in props:
+            check_transforms(self, props)  # a wrong shape would blank the element silently
         d.update(props)
         d.setdefault("children", [])
         if type(self).__post_init__ is not Element.__post_init__:  # skip the no-op hook

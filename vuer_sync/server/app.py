@@ -91,11 +91,11 @@ class Vuer:
     """The Vuer server as plain blocking Python.
 
     >>> from vuer_sync import Vuer
-    >>> from vuer_sync.schemas import Box
+    >>> from vuer_sync.schemas import Box, DefaultScene
     >>> app = Vuer(port=0)
     >>> @app.spawn
     ... def main(session):
-    ...     session.set @ Box(key="box")
+    ...     session.set @ DefaultScene(Box(key="box"))
     ...     session.forever()
     >>> _ = app.start(block=False)   # prints the banner, returns once the port is bound
     Vuer server (vuer_sync ...)
@@ -564,6 +564,7 @@ class Vuer:
         ]
         if self.client_root is None:
             lines.append("(web client not installed: pip install 'vuer-sync[viewer]')")
+        lines += ["", "Ctrl-C to stop."]
         if self.verbose:  # as Vuer's verbose: every setting
             for name in ("host", "port", "cert", "key", "ca_cert", "cors", "workspace",
                          "queue_len", "WEBSOCKET_MAX_SIZE", "REQUEST_MAX_SIZE", "domain",
@@ -618,6 +619,12 @@ class Vuer:
             if self.client_root is None:
                 return Response(http.missing_client_page(self.port), mimetype="text/html")
             return http.file_response(self.client_root / "index.html")
+
+        @app.route("/favicon.ico")
+        def favicon() -> Response:  # ours (an SVG): no 404 in the page's console
+            from .favicon import favicon_response
+
+            return favicon_response()
 
         @app.route("/assets/<path:filename>")
         def assets(filename: str) -> Response:

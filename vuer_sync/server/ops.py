@@ -17,14 +17,52 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from .. import codec
 from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
 from ..outbox import MergeInfo, one_node_props
-from ..schemas import Element, scene_for_set
+from ..schemas import Element, Scene, scene_for_set
 
-__all__ = ["At", "SceneOps", "encode_event", "message_of", "node_message", "set_event"]
+__all__ = ["At", "SceneOps", "check_scene", "encode_event", "message_of", "node_message",
+           "set_event"]
+
+
+def check_scene(scene: Any) -> None:
+    """``TypeError`` unless ``scene`` is a whole scene: a :class:`~vuer_sync.schemas.Scene`
+    (``DefaultScene`` included), vuer's ``Scene``, or a scene map (tag ``"Scene"`` or none).
+
+    The web client takes a ``SET`` of anything else (``set @ Box(...)``) as a scene with no
+    children and shows an empty page, so this is said here, in the caller.
+
+    >>> from vuer_sync.schemas import Box
+    >>> try:
+    ...     check_scene(Box(key="box"))
+    ... except TypeError as e:
+    ...     print(str(e)[:72])
+    set takes the whole scene: a Scene or DefaultScene (e.g. set @ DefaultSc
+    """
+    if isinstance(scene, Scene):
+        return
+    if isinstance(scene, dict):
+        tag = scene.get("tag", "Scene")
+        if tag == "Scene":
+            return
+        what = f"a {tag!r} map"
+    elif isinstance(scene, Element):
+        what = f"{type(scene).__name__}(key={scene.key!r})"
+    elif not isinstance(scene, type) and callable(getattr(scene, "_serialize", None)):
+        if getattr(scene, "tag", None) == "Scene":  # vuer's Scene / DefaultScene
+            return
+        what = f"vuer's {type(scene).__name__}"
+    else:
+        shown = repr(scene)
+        what = f"{type(scene).__name__} {shown if len(shown) <= 60 else shown[:60] + '...'}"
+    raise TypeError(f"set takes the whole scene: a Scene or DefaultScene (e.g. "
+                    f"set @ DefaultScene(box)), got {what}; to add or change one node use "
+                    f"upsert @ box")
 
 
 def set_event(scene: Any) -> Set:
     """A ``SET`` whose scene lists are explicit, so the web client's shallow merge replaces
-    them (Vuer omits empty lists, so ``set @ Scene()`` does not clear a populated scene)."""
+    them (Vuer omits empty lists, so ``set @ Scene()`` does not clear a populated scene).
+    Anything but a whole scene raises ``TypeError`` (:func:`check_scene`)."""
+    check_scene(scene)
     return Set(scene_for_set(scene))
 
 
@@ -56,9 +94,11 @@ class At:
 class SceneOps:
     """Mixin: ``set/add/upsert/update/remove`` in ``@`` and call forms over ``self.send``.
 
-    Every operation enqueues and returns at once, in order. ``set`` takes one scene;
-    ``add``/``upsert`` take elements (or lists) and ``to=``; ``upsert``/``update`` take
-    ``strict=``; ``remove`` takes keys.
+    Every operation enqueues and returns at once, in order. ``set`` takes one scene
+    (a ``Scene``/``DefaultScene``); ``add``/``upsert``/``update`` take elements or dicts
+    with a ``key`` (or lists of them), ``add``/``upsert`` take ``to=``, ``upsert``/``update``
+    take ``strict=``; ``remove`` takes keys. Anything else raises ``TypeError`` in the
+    caller (``set @ Box(...)``, ``upsert @ "box"``), before anything is queued.
     """
 
     def send(self, event: ServerEvent) -> None:  # pragma: no cover - provided by subclasses

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import RPCTimeout
 from ..events import GrabRender
+from ..rpc import format_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import VuerSession
@@ -213,20 +214,22 @@ def _answered(session: VuerSession, written: int) -> None:
     _state(session).quiet_at = now if now == written + 1 else None
 
 
-def _request(session: VuerSession, req_kwargs: dict, mounted: bool, deadline: float) -> Any:
-    """Send GRAB_RENDER; if the responder was just added, retry while it mounts."""
+def _request(session: VuerSession, req_kwargs: dict, mounted: bool, deadline: float,
+             timeout: float) -> Any:
+    """Send GRAB_RENDER; if the responder was just added, retry while it mounts. A timeout
+    names the caller's ``timeout`` (rounded), not what was left of it for the last try."""
+    what = (f"get_render: no frame from session {session.id} within {format_seconds(timeout)} s "
+            f"(is a browser with the Vuer web client showing this session's scene?)")
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise RPCTimeout("get_render: no frame before the timeout (is a browser with the "
-                             "Vuer web client connected to this session?)")
+            raise RPCTimeout(what)
         ttl = left if mounted else min(left, _MOUNT_TTL)
         try:
             return session.rpc(GrabRender(**req_kwargs), ttl=ttl)
         except RPCTimeout as e:
             if mounted or time.monotonic() >= deadline:
-                raise RPCTimeout(f"get_render: {e} (is a browser with the Vuer web client "
-                                 f"showing this session's scene?)") from e
+                raise RPCTimeout(what) from e
             mounted = True  # give the freshly added element the rest of the time
 
 
@@ -335,7 +338,7 @@ def get_render(
         key, mounted = _place_camera(session, w, h, float(fov if fov is not None else 50.0),
                                      float(near), float(far), bool(depth), pos, list(rot))
         written = _settle(session, settle, deadline)
-        ev = _request(session, {"key": key, "quality": quality}, mounted, deadline)
+        ev = _request(session, {"key": key, "quality": quality}, mounted, deadline, timeout)
         _answered(session, written)
         rgb = decode_jpeg(_field(ev, "frame"))
         if depth:
@@ -347,7 +350,8 @@ def get_render(
         session.upsert @ GrabRenderElement()  # Vuer's grab_render times out without it
         session._grab_render_epoch = session._scene_epoch
     written = _settle(session, settle, deadline)
-    ev = _request(session, {"quality": quality, "downsample": downsample}, mounted, deadline)
+    ev = _request(session, {"quality": quality, "downsample": downsample}, mounted, deadline,
+                  timeout)
     _answered(session, written)
     rgb = decode_jpeg(_field(ev, "frame"))
     if width is not None and height is not None and rgb.shape[:2] != (height, width):
