@@ -28,6 +28,7 @@ from .config import env_bool, env_int, env_str
 from .serving import HttpServer, default_max_connections
 from .session import VuerSession
 from .shared import SharedScene
+from .viewer import CurrentViewer
 
 logger = logging.getLogger("vuer_sync.server")
 
@@ -391,7 +392,9 @@ class Vuer:
         """Block until a client whose INIT matches ``filters`` (glob patterns, e.g.
         ``client="browser"``) is connected; return its session (the oldest such).
 
-        Raises :class:`~vuer_sync.errors.RPCTimeout` after ``timeout`` seconds.
+        Raises :class:`~vuer_sync.errors.RPCTimeout` after ``timeout`` seconds. The session
+        ends with its connection (a page reload is a new session): a loop that should outlive
+        one viewer sends the scene to :attr:`scene` and uses :meth:`viewer` for the rest.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._session_cv:
@@ -407,14 +410,36 @@ class Vuer:
                     raise RPCTimeout(f"no client{which} connected within {timeout} s")
                 self._session_cv.wait(left)
 
+    def viewer(self, timeout: float = 30.0, setup: Optional[Callable[[VuerSession], Any]] = None,
+               **filters: Any) -> CurrentViewer:
+        """A handle on "whoever is watching now": every call goes to the newest connected
+        client whose INIT matches ``filters`` (e.g. ``client="browser"``), and follows it
+        across page reloads (see :class:`~vuer_sync.server.viewer.CurrentViewer`).
+
+        ``viewer.upsert @ ...``, ``viewer.rpc(...)``, ``viewer.get_render()``,
+        ``viewer.till(...)`` wait for a matching client when none is connected (up to
+        ``timeout`` s, or the call's own ``ttl``/``timeout``) and, when it leaves mid-call,
+        retry on the next one. ``setup(session)`` runs for each new session the handle
+        moves to, before anything else is sent to it.
+
+        >>> from vuer_sync import Vuer, VuerClient
+        >>> with Vuer(port=0) as app:  # doctest: +ELLIPSIS
+        ...     viewer = app.viewer(client="python", timeout=5)
+        ...     with VuerClient(f"ws://localhost:{app.port}") as tab:
+        ...         viewer.wait() is app.sessions[-1]
+        Vuer server (vuer_sync ...)
+        ...
+        True
+        """
+        return CurrentViewer(self, timeout=timeout, setup=setup, filters=filters)
+
     def get_render(self, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
-        """``get_render`` on the first connected browser, waiting up to ``timeout`` s for one
-        to connect (``RPCTimeout`` with a clear message if none does). See
-        :meth:`VuerSession.get_render`."""
-        t0 = time.monotonic()
-        session = self.wait_for_session(timeout, client="browser")
-        left = max(0.1, timeout - (time.monotonic() - t0))
-        return session.get_render(*args, timeout=left, **kwargs)
+        """``get_render`` on a connected browser (the newest), waiting up to ``timeout`` s for
+        one to connect (``RPCTimeout`` with a clear message if none does). If that browser
+        leaves mid-call, the frame is asked of another one within ``timeout``; if none is
+        connected by then, ``SessionClosed``. See :meth:`VuerSession.get_render` (the same
+        as ``app.scene.get_render``)."""
+        return self.viewer(client="browser").get_render(*args, timeout=timeout, **kwargs)
 
     def show(self, height: int = 400, width: str = "100%") -> None:
         """Display the web client inline in Jupyter (an IFrame of :attr:`local_url`); outside
