@@ -1,4 +1,4 @@
-"""Helpers shared by the side-by-side benchmarks (``run.py`` and ``bench_agent.py``).
+"""Helpers shared by the side-by-side benchmarks (``run.py``, ``rows/`` and ``bench_agent.py``).
 
 * :class:`RawPeer`: a minimal websocket client on a raw socket. The same peer talks to all three
   servers, and it is cheap (it skips payloads it does not need), so the *server* is what differs.
@@ -7,6 +7,8 @@
 * :class:`MultiReader`: one thread draining many peers with ``selectors`` (the 100-client row).
 * :class:`Agent`: a server subprocess (``bench_agent.py``) driven by JSON lines on stdin/stdout,
   so that its CPU time and RSS can be read from ``/proc`` apart from the clients'.
+* :func:`one_session`, :func:`one_client`, :func:`draining_clients`, :func:`hangup`: the
+  rows' (``rows/``) ways of connecting peers to an agent's server and of ending those sessions.
 * :func:`summarize_ns`, :func:`machine_info`, :func:`free_port`.
 
 Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
@@ -15,6 +17,7 @@ Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import logging
@@ -30,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger("benchmarks")
 
@@ -39,6 +42,7 @@ REPO = HERE.parent
 AGENT_SCRIPT = HERE / "bench_agent.py"
 HOST = "127.0.0.1"
 IMPLS = ("vuer_sync", "vuer", "viser")
+NA = "n/a"  # a server without the feature
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -170,6 +174,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, grace: float) -> None:
+    """Terminate ``proc``; kill it if it has not exited ``grace`` seconds later."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -648,12 +662,7 @@ class Agent:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 logger.warning("agent %s did not exit; terminating", self.impl)
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+                stop_process(self.proc, 5)
         for f in (self.proc.stdin, self.proc.stdout):
             try:
                 if f is not None:
@@ -692,3 +701,78 @@ class RssSampler:
         self._stop.set()
         self._t.join(2)
         return self.peak_mb
+
+
+# -- the rows' peers (run.py and rows/) -------------------------------------------------------
+
+#: the rows log under run.py's name, as they did when they lived in it
+row_logger = logging.getLogger("benchmarks.run")
+
+
+def viser_subprotocol() -> str:
+    """What viser requires in ``Sec-WebSocket-Protocol``: ``viser-v<installed version>``."""
+    v = _version("viser")
+    return f"viser-v{v}" if v else "viser-v?"
+
+
+def peer_kw(impl: str) -> Dict[str, Any]:
+    """:class:`RawPeer` keywords for a server (viser: its subprotocol, and no Vuer INIT)."""
+    if impl == "viser":
+        return {"subprotocol": viser_subprotocol(), "init": False}
+    return {}
+
+
+def connect_peer(agent: Agent, impl: str, **kw: Any) -> RawPeer:
+    return RawPeer(agent.port, **{**peer_kw(impl), **kw})
+
+
+def one_client(agent: Agent, impl: str, on_message: Optional[Callable[[bytes], None]] = None
+               ) -> RawPeer:
+    """One peer, draining on its own thread, once the server counts it as its one session."""
+    peer = connect_peer(agent, impl)
+    peer.start_reader(on_message)
+    got = agent.call("wait_clients", n=1, wait=30, timeout=30 + 30)
+    if got["clients"] not in (1, -1):
+        peer.close()
+        raise RuntimeError(f"expected 1 session, server has {got['clients']}")
+    return peer
+
+
+@contextlib.contextmanager
+def one_session(agent: Agent, impl: str,
+                on_message: Optional[Callable[[bytes], None]] = None) -> Iterator[RawPeer]:
+    """:func:`one_client` for the ``with`` block, then :func:`hangup`."""
+    peer = one_client(agent, impl, on_message)
+    try:
+        yield peer
+    finally:
+        hangup(agent, peer)
+
+
+def hangup(agent: Agent, peer: Optional[RawPeer]) -> None:
+    """Close ``peer``, wait until the server has no session left, and reset its scene."""
+    if peer is not None:
+        peer.close()
+    try:
+        agent.call("wait_clients", n=0, wait=15, timeout=15 + 30)
+        agent.call("reset", timeout=30)  # viser: drop the scene so the next row starts empty
+    except Exception as e:
+        row_logger.warning("%s: sessions did not end: %r", agent.impl, e)
+
+
+@contextlib.contextmanager
+def draining_clients(agent: Agent, impl: str, n: int
+                     ) -> Iterator[Tuple[List[RawPeer], Dict[str, Any]]]:
+    """``n`` connected peers drained by one :class:`MultiReader` (counts only); yields the
+    peers and the server's ``wait_clients`` reply, and closes them all at the end."""
+    peers = connect_many(agent.port, n, **peer_kw(impl))
+    mr = None
+    try:
+        got = agent.call("wait_clients", n=n, wait=60, timeout=60 + 30)
+        mr = MultiReader(peers)
+        yield peers, got
+    finally:
+        if mr is not None:
+            mr.stop()
+        for p in peers:
+            p.close()

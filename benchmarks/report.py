@@ -1,0 +1,279 @@
+"""The report of ``run.py``: ``RESULTS.md`` (the table, the goals, what each row measures, the
+notes, the other benchmarks) from the results dictionary that ``results.json`` holds, so that
+``run.py --render`` can rewrite it from a saved run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from common import IMPLS
+from rows import ROWS
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+def ratio(ours: Any, other: Any, better: Optional[str], floor: float = 0.0
+          ) -> Optional[float]:
+    """vuer_sync against another server, stated so that > 1 means vuer_sync is better.
+    Values below ``floor`` (the measurement's resolution) count as ``floor``."""
+    if better is None or not _num(ours) or not _num(other):
+        return None
+    ours, other = max(ours, floor), max(other, floor)
+    if better == "lower":
+        if ours <= 0:
+            return None if other <= 0 else math.inf
+        return other / ours
+    if other <= 0:
+        return None if ours <= 0 else math.inf
+    return ours / other
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v).strip().splitlines()[0].replace("|", "/") if str(v).strip() else "—"
+    if math.isinf(v):
+        return "∞"
+    a = abs(v)
+    if a >= 1e5:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def fmt_ratio(r: Optional[float]) -> str:
+    if r is None:
+        return ""
+    if math.isinf(r):
+        return "∞"
+    return f"**{r:.2f}x**" if r >= 1 else f"{r:.2f}x"
+
+
+# -- goals -----------------------------------------------------------------------------------
+
+
+def goals(res: Dict[str, Any]) -> List[Dict[str, Any]]:
+    rows = res["rows"]
+
+    def v(rid: str, m: str, impl: str) -> Any:
+        return rows.get(rid, {}).get("metrics", {}).get(m, {}).get("values", {}).get(impl)
+
+    out = []
+
+    def add(goal: str, ok: Optional[bool], evidence: str) -> None:
+        out.append({"goal": goal, "met": ok, "evidence": evidence})
+
+    def both(a: Any, b: Any, pred: Callable[[float, float], bool]) -> Optional[bool]:
+        return pred(a, b) if _num(a) and _num(b) else None
+
+    s, o = v("4", "s2c_cpu_ms_per_MB", "vuer_sync"), v("4", "s2c_cpu_ms_per_MB", "vuer")
+    c, oc = v("4", "c2s_mid_cpu_ms_per_MB", "vuer_sync"), v("4", "c2s_mid_cpu_ms_per_MB", "vuer")
+    ok1, ok2 = both(s, o, lambda a, b: a <= b), both(c, oc, lambda a, b: a <= b)
+    add("server CPU per MB <= Vuer's, both directions",
+        None if ok1 is None or ok2 is None else ok1 and ok2,
+        f"server->client {fmt(s)} vs {fmt(o)} ms/MB (row 4, big); client->server "
+        f"{fmt(c)} vs {fmt(oc)} ms/MB (3 MiB; Vuer rejects the big upload: "
+        f"{v('4', 'c2s_cpu_ms_per_MB', 'vuer')})")
+    a, b = v("2", "s2c_msgs_per_s", "vuer_sync"), v("2", "s2c_msgs_per_s", "vuer")
+    a2, b2 = v("2", "c2s_msgs_per_s", "vuer_sync"), v("2", "c2s_msgs_per_s", "vuer")
+    r1, r2 = ratio(a, b, "higher"), ratio(a2, b2, "higher")
+    add("small-message throughput >= 2x Vuer's",
+        None if r1 is None or r2 is None else r1 >= 2 and r2 >= 2,
+        f"server->client {fmt(r1)}x, client->server {fmt(r2)}x (row 2)")
+    p, q = v("1", "median_us", "vuer_sync"), v("1", "median_us", "viser")
+    p8, q8 = v("8a", "call_median_us", "vuer_sync"), v("8a", "call_median_us", "viser")
+    add("producer call cost <= 1/3 of viser's",
+        both(p, q, lambda x, y: x <= y / 3),
+        f"row 1 median {fmt(p)} vs {fmt(q)} µs ({fmt(ratio(p, q, 'lower'))}x); row 8a median "
+        f"{fmt(p8)} vs {fmt(q8)} µs ({fmt(ratio(p8, q8, 'lower'))}x)")
+    r = v("3", "p50_us", "vuer_sync")
+    add("RPC round trip p50 <= 150 µs", r <= 150 if _num(r) else None, f"{fmt(r)} µs (row 3)")
+    lp = v("5", "p99_ms", "vuer_sync")
+    floor = res.get("external", {}).get("bench_lateness_floor.py", {}).get("json", {})
+    floor = floor.get("lateness_floor.json") or floor.get("lateness_floor-smoke.json") or {}
+    floor_note = ""
+    if isinstance(floor, dict) and "thread" in floor:
+        chunked = floor.get("thread_chunked", {}).get("p99_ms")
+        floor_note = (f"; with no server at all (`bench_lateness_floor.py`: plain `sendall` of"
+                      f" 12 MB blobs to a draining process): "
+                      f"{fmt(floor['thread']['p99_ms'])} ms from a thread of the loop's process"
+                      f" writing each blob in one call, {fmt(chunked)} ms writing 512 KiB per "
+                      f"call as our transport does, {fmt(floor['process']['p99_ms'])} ms from "
+                      f"another process, {fmt(floor['none']['p99_ms'])} ms with nothing "
+                      f"streaming")
+    add("1 kHz loop lateness p99 <= 0.5 ms while streaming", lp <= 0.5 if _num(lp) else None,
+        f"{fmt(lp)} ms at the default switch interval; {fmt(v('5', 'switch_p99_ms', 'vuer_sync'))}"
+        f" ms with setswitchinterval(0.0005) (row 5){floor_note}")
+    ic = v("7", "cpu_pct", "vuer_sync")
+    add("idle CPU ~ 0 (< 1% of a core)", ic < 1.0 if _num(ic) else None,
+        f"{fmt(ic)}% with {res['params']['idle_clients']} clients (row 7; Vuer "
+        f"{fmt(v('7', 'cpu_pct', 'vuer'))}%)")
+    g = v("8a", "rss_growth_MB", "vuer_sync")
+    gp = v("8a", "rss_peak_growth_MB", "vuer_sync")
+    add("RSS growth <= 20 MB with a stalled client (issue 6)",
+        (g <= 20 and gp <= 20) if _num(g) and _num(gp) else None,
+        f"row 8a end {fmt(g)} MB, peak {fmt(gp)} MB; row 8b end "
+        f"{fmt(v('8b', 'rss_growth_MB', 'vuer_sync'))} MB")
+    return out
+
+
+# -- RESULTS.md ------------------------------------------------------------------------------
+
+
+def write_markdown(res: Dict[str, Any], path: Path) -> None:
+    L = (_head(res) + _table(res) + _goals_section(res) + _measures_section(res) +
+         _notes_section(res) + _external_section(res) + _reproduce_section())
+    path.write_text("\n".join(L) + "\n", encoding="utf-8")
+
+
+def _head(res: Dict[str, Any]) -> List[str]:
+    m = res["machine"]
+    pk = m["packages"]
+    L: List[str] = []
+    L.append("# Benchmark results: vuer_sync vs Vuer 0.1.6 vs viser")
+    L.append("")
+    flag = " --smoke" if res["mode"] == "smoke" else ""
+    L.append(f"Generated by `python benchmarks/run.py{flag}`"
+             f" on {m['date']} in {res.get('elapsed_s', 0):.0f} s ({res['mode']} run). "
+             "One run on a noisy machine: read the ratios, not the absolute numbers, and "
+             "expect them to move by up to 2x between runs. Numbers are never pass/fail.")
+    L.append("")
+    L.append(f"**Machine:** {m['cpu_count']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+             f"{m['platform']}; {m['implementation']} {m['python']}; load average at start "
+             f"{m.get('load_average_at_start')} (other work shares these cores).  ")
+    L.append("**Packages:** " + ", ".join(f"{k} {v}" for k, v in pk.items() if v) +
+             (f".  \n**Commit:** {m['git_commit']} (plus uncommitted work in the tree)"
+              if m.get("git_commit") else "."))
+    L.append("")
+    L.append("Ratios are vuer_sync against the other server, stated so that **> 1 means "
+             "vuer_sync is better** (faster, or less CPU/memory). `n/a`: that server has no "
+             "such feature. Details of each row are below the table; raw replies are in "
+             "`results.json`.")
+    L.append("")
+    return L
+
+
+def _table(res: Dict[str, Any]) -> List[str]:
+    L: List[str] = []
+    L.append("| row | metric | vuer_sync | vuer 0.1.6 | viser 1.1 | vs vuer | vs viser |")
+    L.append("|---|---|---:|---:|---:|---:|---:|")
+    for row in ROWS:
+        r = res["rows"].get(row["id"])
+        if r is None:
+            continue
+        first = True
+        floors = row.get("floor", {})
+        defs = {m[0]: m for m in row["metrics"]}
+        for name, mt in r["metrics"].items():
+            fl = floors.get(name, 0.0)
+            if name in defs:  # the definitions in rows/ win over the JSON's copy
+                mt = {**mt, "label": defs[name][1], "unit": defs[name][2]}
+            vals = mt["values"]
+            ours = vals.get("vuer_sync")
+            cells = [fmt(vals.get(i)) for i in IMPLS]
+            unit = f" ({mt['unit']})" if mt["unit"] else ""
+            rc = f"{row['id']}. {row['title']}" if first else ""
+            first = False
+            L.append(f"| {rc} | {mt['label']}{unit} | " + " | ".join(cells) + " | "
+                     f"{fmt_ratio(ratio(ours, vals.get('vuer'), mt['better'], fl))} | "
+                     f"{fmt_ratio(ratio(ours, vals.get('viser'), mt['better'], fl))} |")
+    return L
+
+
+def _section(title: str) -> List[str]:
+    return ["", f"## {title}", ""]
+
+
+def _goals_section(res: Dict[str, Any]) -> List[str]:
+    L = _section("Goals") + ["| goal | met? | evidence (this run) |", "|---|---|---|"]
+    for g in res.get("goals", []):
+        met = {True: "met", False: "**not met**", None: "unknown"}[g["met"]]
+        L.append(f"| {g['goal']} | {met} | {g['evidence']} |")
+    return L
+
+
+def _measures_section(res: Dict[str, Any]) -> List[str]:
+    L = _section("What each row measures")
+    for row in ROWS:
+        r = res["rows"].get(row["id"])
+        if r is None:
+            continue
+        L.append(f"- **{row['id']}. {row['title']}** {row['measures']}")
+        for note in r.get("notes", []):
+            L.append(f"  - {note}")
+    return L
+
+
+def _notes_section(res: Dict[str, Any]) -> List[str]:
+    return _section("Notes") + [f"- {note}" for note in res.get("notes", [])]
+
+
+def _external_section(res: Dict[str, Any]) -> List[str]:
+    L = _section("Other benchmarks in this directory (run by run.py, JSON merged)")
+    ext = res.get("external", {})
+    if not ext:
+        L.append("- not run in this invocation (`--only`).")
+    for name, e in ext.items():
+        if e["status"] == "missing":
+            L.append(f"- `{name}`: **missing** from the tree, so it was skipped.")
+            continue
+        if e["status"] == "skipped":
+            L.append(f"- `{name}`: skipped: {e['note']}.")
+            continue
+        L.append(f"- `{name}`: {e['status']} (return code {e['returncode']}, "
+                 f"{e['elapsed_s']:.1f} s).")
+        for fname, data in e.get("json", {}).items():
+            flat = _flatten(data)
+            shown = flat[:24]
+            L.append(f"  - `{fname}`: " + ("; ".join(f"{k} = {fmt(v)}" for k, v in shown) or
+                                             "(no numbers)") +
+                     (f"; … ({len(flat) - len(shown)} more in results.json)"
+                      if len(flat) > len(shown) else ""))
+        if e["status"] != "ok":
+            tail = e.get("output_tail", "").strip().splitlines()[-3:]
+            L.append("  - last output: `" + " / ".join(tail).replace("`", "'") + "`")
+        elif not e.get("json"):
+            tail = e.get("output_tail", "").strip().splitlines()[-25:]
+            L.append("  - no JSON written; its printed output (tail):")
+            L.append("")
+            L.append("    ```")
+            L.extend("    " + line for line in tail)
+            L.append("    ```")
+    return L
+
+
+def _reproduce_section() -> List[str]:
+    return _section("Reproduce") + [
+        "```bash\npip install -e '.[bench]'          # vuer 0.1.6, viser, psutil, playwright\n"
+        "python benchmarks/run.py              # full run, writes this file\n"
+        "python benchmarks/run.py --smoke      # CI-sized, < 1 minute\n"
+        "python benchmarks/run.py --only 2,8a  # some rows\n```"]
+
+
+def _flatten(x: Any, prefix: str = "") -> List[Any]:
+    out: List[Any] = []
+    if isinstance(x, dict):
+        for k, v in x.items():
+            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(x, list) and len(x) <= 20:
+        for i, v in enumerate(x):
+            out.extend(_flatten(v, f"{prefix}[{i}]"))
+    elif _num(x):
+        out.append((prefix, x))
+    elif isinstance(x, str) and len(x) < 40 and prefix:
+        out.append((prefix, x))
+    return out
+
