@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import vuer_sync.client
-from vuer_sync import Vuer, VuerClient
+from vuer_sync import Vuer, VuerClient, client_transport
 from vuer_sync.events import ClientEvent
-from vuer_sync.transport import frames
 
 
 class Blob(ClientEvent):
@@ -36,14 +35,14 @@ def run(mb: float, n: int, fast: bool) -> dict:
             # VuerClient installs the fast mask on connect; undo it for the stock run
             vuer_sync.client.FAST_WRITE = fast
             if not fast:
-                frames.uninstall_websocket_client_mask()
+                client_transport.uninstall_websocket_client_mask()
             times = []
             for _ in range(n):
                 t0 = time.perf_counter()
                 c.send(Blob(value=payload), timeout=60)
                 got.acquire(timeout=60)
                 times.append(time.perf_counter() - t0)
-            frames.install_websocket_client_mask()
+            client_transport.install_websocket_client_mask()
             vuer_sync.client.FAST_WRITE = True
     best = sorted(times)[len(times) // 2]
     return {"mask": "vuer_sync writer" if fast else "websocket-client", "mb": mb, "n": n,

@@ -135,12 +135,11 @@ def bench_mask() -> List[str]:
     import numpy as np
     from websocket._abnf import ABNF
 
-    from vuer_sync.transport import (
-        apply_mask,
+    from vuer_sync.client_transport import (
         install_websocket_client_mask,
-        mask_bytes,
         uninstall_websocket_client_mask,
     )
+    from vuer_sync.transport import apply_mask, mask_bytes
 
     data = np.random.default_rng(0).integers(0, 256, 12 * MB, dtype=np.uint8).tobytes()
     key = os.urandom(4)
@@ -193,7 +192,7 @@ def bench_impl(
 
     import websocket
 
-    from vuer_sync.transport import install_websocket_client_mask
+    from vuer_sync.client_transport import install_websocket_client_mask
 
     install_websocket_client_mask()
     proc, port, _ = run_server(impl, tls_dir)

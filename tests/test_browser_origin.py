@@ -14,14 +14,25 @@ from conftest import wait_until
 EVIL = "evil.test"
 
 
-class _EvilAllowed(Chromium):
-    """Our Chromium, with one extra host name mapped to 127.0.0.1 and let through."""
+class _Letting(Chromium):
+    """Our Chromium, with one extra host name (mapped to 127.0.0.1 by the test's
+    --host-resolver-rules) let through the offline route."""
+
+    host = EVIL
 
     def _route(self, route):
-        if (route.request.url.split("/")[2].split(":")[0]) == EVIL:
+        if (route.request.url.split("/")[2].split(":")[0]) == self.host:
             route.continue_()
         else:
             super()._route(route)
+
+
+def resolving_to_loopback(monkeypatch, name):
+    """Chromium's flags with ``name`` resolving to 127.0.0.1 (and nothing else off-box)."""
+    rules = f"--host-resolver-rules=MAP {name} 127.0.0.1 , MAP * ~NOTFOUND , " \
+            "EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE [::1]"
+    monkeypatch.setattr(browser, "CHROMIUM_ARGS", tuple(
+        rules if a.startswith("--host-resolver-rules") else a for a in browser.CHROMIUM_ARGS))
 
 
 def test_a_page_from_another_origin_cannot_connect(app, tmp_path, monkeypatch):
@@ -38,12 +49,9 @@ def test_a_page_from_another_origin_cannot_connect(app, tmp_path, monkeypatch):
     site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=site.serve_forever, kwargs={"poll_interval": 0.05})
     t.start()
-    rules = f"--host-resolver-rules=MAP {EVIL} 127.0.0.1 , MAP * ~NOTFOUND , " \
-            "EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE [::1]"
-    monkeypatch.setattr(browser, "CHROMIUM_ARGS", tuple(
-        rules if a.startswith("--host-resolver-rules") else a for a in browser.CHROMIUM_ARGS))
+    resolving_to_loopback(monkeypatch, EVIL)
     try:
-        with _EvilAllowed(800, 600) as chrome:
+        with _Letting(800, 600) as chrome:
             page = chrome.open(f"http://{EVIL}:{site.server_address[1]}/attack.html")
             assert wait_until(lambda: page.title() != "pending", 15)
             assert page.title() == "refused"
@@ -66,14 +74,8 @@ def test_a_page_from_another_origin_cannot_connect(app, tmp_path, monkeypatch):
 REBOUND = "attacker.example"
 
 
-class _ReboundAllowed(Chromium):
-    """Our Chromium, with the attacker's name resolving to 127.0.0.1 (a DNS rebinding)."""
-
-    def _route(self, route):
-        if (route.request.url.split("/")[2].split(":")[0]) == REBOUND:
-            route.continue_()
-        else:
-            super()._route(route)
+class _LettingRebound(_Letting):
+    host = REBOUND
 
 
 def test_a_page_whose_name_rebinds_to_loopback_gets_nothing(app, tmp_path, monkeypatch):
@@ -83,12 +85,9 @@ def test_a_page_whose_name_rebinds_to_loopback_gets_nothing(app, tmp_path, monke
     (tmp_path / "secret.txt").write_text("secret")
     app.workspace = str(tmp_path)
     app.start(block=False)
-    rules = f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1 , MAP * ~NOTFOUND , " \
-            "EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE [::1]"
-    monkeypatch.setattr(browser, "CHROMIUM_ARGS", tuple(
-        rules if a.startswith("--host-resolver-rules") else a for a in browser.CHROMIUM_ARGS))
+    resolving_to_loopback(monkeypatch, REBOUND)
     base = f"http://{REBOUND}:{app.port}"
-    with _ReboundAllowed(800, 600) as chrome:
+    with _LettingRebound(800, 600) as chrome:
         page = chrome.open(f"{base}/")
         assert (f"{base}/", 403) in chrome.responses
         assert "host not allowed" in page.content()

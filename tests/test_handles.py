@@ -90,8 +90,8 @@ def test_file_download_is_served_once(app):
     assert e.value.code == 404
     late = s.send_file_download("late.bin", b"x")
     token = late.split("/")[-2]
-    f, c, n, _ = app._downloads[token]
-    app._downloads[token] = (f, c, n, 0.0)  # as if offered more than 10 minutes ago
+    f, c, n, _ = app.downloads.offers[token]
+    app.downloads.offers[token] = (f, c, n, 0.0)  # as if offered more than 10 minutes ago
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(late, timeout=5)
     assert e.value.code == 404

@@ -351,14 +351,38 @@ def test_requeue_after_close_drops_the_batch_and_releases_flush():
     assert s["dropped"] == {"client closed": 1}
 
 
-def test_one_node_props_are_shared_and_the_cache_is_bounded():
-    from vuer_sync.outbox import _ONE_NODE_PROPS, merge_info, one_node_props
 
-    a = one_node_props({"key": "a", "tag": "Box", "position": [0, 0, 0]})
-    b = one_node_props({"key": "b", "tag": "Box", "position": [1, 1, 1]})
-    assert a == (("key", "tag", "position"),) and a is b  # one tuple for every such message
-    assert merge_info(upd("c", position=[0, 0, 0])[1])[1] is one_node_props(
-        {"key": "x", "position": 1})
-    for i in range(5000):  # ever-new property names: the cache stops growing
-        assert one_node_props({"key": "k", f"p{i}": i}) == (("key", f"p{i}"),)
-    assert len(_ONE_NODE_PROPS) <= 4096
+class FirstByte:
+    """A coalescing policy that knows no Vuer message: frames are ``b"<key>:<value>"``;
+    frames with the same key merge by concatenating values, ``b"!"`` is a barrier."""
+
+    def info(self, payload, msg, redundancy_key):
+        if payload == b"!":
+            return None, None
+        k, _ = payload.split(b":")
+        return ("kv", (k.decode(),)), None
+
+    def merge(self, key, queued, payload, props):
+        return queued.payload + b"," + payload.split(b":")[1], None, None
+
+
+def test_the_outbox_keys_and_merges_through_its_policy_alone():
+    b = Outbox(coalescing=FirstByte())
+    for p in (b"a:1", b"b:1", b"a:2", b"!", b"a:3", b"a:4"):
+        b.push(p)
+    out = []
+    while True:
+        batch = b.pop_batch(timeout=0)
+        if not batch:
+            break
+        b.mark_written(batch)
+        out.extend(m.payload for m in batch)
+    assert out == [b"a:1,2", b"b:1", b"!", b"a:3,4"]
+    s = b.snapshot_stats()
+    assert (s["queued"], s["coalesced"], s["sent"]) == (6, 2, 4)
+
+
+def test_an_outbox_needs_a_codec_or_a_policy():
+    with pytest.raises(ValueError, match="coalescing"):
+        Outbox()
+    assert Outbox(encode=codec.encode, decode=codec.unpack).coalescing is not None

@@ -16,6 +16,23 @@ from conftest import wait_until
 from helpers import raw_client, recv_msg
 
 
+def start_play(path):
+    """``vuer-sync play path`` in a subprocess (bounded: --seconds 20); (process, port)."""
+    proc = subprocess.Popen([sys.executable, "-m", "vuer_sync.cli", "play", str(path),
+                             "--port", "0", "--speed", "10", "--seconds", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = None
+    for _ in range(20):
+        line = proc.stdout.readline()
+        if "Local:" in line:
+            port = int(line.rsplit(":", 1)[1].strip(" /\n"))
+            break
+    if not port:
+        proc.kill()
+        proc.wait(5)
+    assert port, "vuer-sync play did not print its URL"
+    return proc, port
+
 def animate(app, frames=30):
     app.scene.set @ DefaultScene(Box(key="box", args=[1, 1, 1]))
     for i in range(frames):
@@ -139,17 +156,8 @@ def test_session_recording_and_filter_and_wall_clock(app):
 def test_cli_play_serves_a_recording(tmp_path):
     path = tmp_path / "anim.vsrec"
     path.write_bytes(make_recording())
-    proc = subprocess.Popen([sys.executable, "-m", "vuer_sync.cli", "play", str(path),
-                             "--port", "0", "--speed", "10", "--seconds", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = start_play(path)
     try:
-        port = None
-        for _ in range(20):
-            line = proc.stdout.readline()
-            if "Local:" in line:
-                port = int(line.rsplit(":", 1)[1].strip(" /\n"))
-                break
-        assert port
         with VuerClient(f"ws://127.0.0.1:{port}") as c:
             got = [c.recv(timeout=10) for _ in range(5)]
         assert [e.data["nodes"][0]["key"] for e in got] == [f"b{i}" for i in range(5)]
@@ -600,17 +608,8 @@ def test_cli_play_serves_a_truncated_streamed_recording(tmp_path):
     cut = starts[7] + 10
     path = tmp_path / "cut.vsrec"
     path.write_bytes(data[:cut])
-    proc = subprocess.Popen([sys.executable, "-m", "vuer_sync.cli", "play", str(path),
-                             "--port", "0", "--speed", "10", "--seconds", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = start_play(path)
     try:
-        port = None
-        for _ in range(20):
-            line = proc.stdout.readline()
-            if "Local:" in line:
-                port = int(line.rsplit(":", 1)[1].strip(" /\n"))
-                break
-        assert port
         with VuerClient(f"ws://127.0.0.1:{port}") as c:
             got = [c.recv(timeout=10) for _ in range(2)]
         assert [e.data["nodes"][0]["key"] for e in got] == ["b0", "b1"]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from vuer_sync import Vuer, codec
-from vuer_sync.scene import SceneGraph
+from vuer_sync.scene import SceneMirror
 from vuer_sync.schemas import Box, DefaultScene
 
 from browser import Chromium, require_chromium
@@ -76,10 +76,10 @@ class PageWire:
         """The page's ``n``-th websocket (1-based) is open and has received something."""
         return len(self.sockets) >= n and bool(self.sockets[n - 1])
 
-    def scene(self, n: int = -1) -> SceneGraph:
+    def scene(self, n: int = -1) -> SceneMirror:
         """The scene the web client built from what its websocket ``n`` received (up to the
         first REMOVE: the tests remove the box themselves afterwards)."""
-        graph = SceneGraph()
+        graph = SceneMirror()
         for msg in self.sockets[n]:
             if msg["etype"] == "REMOVE":
                 break
@@ -94,7 +94,7 @@ def reload_and_wait(wire: PageWire, timeout: float = 30.0) -> None:
         "the reloaded page did not connect back and get the scene"
 
 
-def box_position(graph: SceneGraph) -> List[float]:
+def box_position(graph: SceneMirror) -> List[float]:
     node = graph.find("box")
     assert node is not None, "no box in the scene"
     return [float(v) for v in node["position"]]
@@ -204,7 +204,7 @@ def test_readme_robot_loop_survives_two_reloads(chromium, no_thread_leak, monkey
     assert np.allclose(look["box"], final, atol=1e-6)                  # the server's scene
     last = wire.sockets[-1]
     assert last[0]["etype"] == "SET"         # the reloaded page first got the current scene
-    replayed = SceneGraph()
+    replayed = SceneMirror()
     replayed.apply(last[0])
     assert 0 < box_position(replayed)[0] < 0.999                        # ... mid-loop ...
     assert np.allclose(box_position(wire.scene()), final, atol=1e-6)    # ... then followed
@@ -303,7 +303,7 @@ def test_notebook_loop_cell_survives_two_reloads(chromium, tmp_path, monkeypatch
         wire.pump_until(lambda: False, 0.5)
         assert len(wire.sockets) == 3
         # the last page got the scene mid-loop, then every later pose up to the last one
-        replayed = SceneGraph()
+        replayed = SceneMirror()
         replayed.apply(wire.sockets[-1][0])
         assert wire.sockets[-1][0]["etype"] == "SET"
         assert not math.isclose(box_position(replayed)[0], final_x, abs_tol=1e-6)

@@ -86,7 +86,11 @@ def test_late_joiner_gets_state_and_leaving_is_clean(app):
             assert sorted(rl.graph.nodes) == sorted(f"n{i}" for i in range(20))
             rl.edit({"otype": "node.remove", "key": "", "path": "children", "value": "n3"})
             rl.commit()
-            ra.wait_for(lambda g: "n3" not in g.nodes, 5)
+            ra.wait_for(lambda g: g.nodes["n3"].deleted, 5)  # a tombstone
+            assert "n3" not in ra.graph.live_nodes() and "n3" not in ra.graph.reachable()
+            # the mirror into app.scene renders live nodes only
+            assert wait_until(lambda: app.scene.graph.find("n3") is None)
+            assert app.scene.graph.find("n4") is not None
         assert wait_until(lambda: len(app.rtc.members) == 1)
 
 

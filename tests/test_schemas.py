@@ -899,3 +899,21 @@ def test_list_props_are_copied_and_converted():
     assert wire["scale"] == [1, 0.5, 2]
     assert [type(v) for v in wire["scale"]] == [int, float, int]
     assert wire["nested"] == [[1, 2]]
+
+
+def test_component_type_stub_is_current():
+    """vuer_sync/schemas/components.pyi (what type checkers see of the generated
+    catalogue) matches the catalogue: regenerate with scripts/gen_schema_stubs.py."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gen_schema_stubs.py"
+    spec = importlib.util.spec_from_file_location("gen_schema_stubs", script)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.main(["--check"]) == 0
+    stub = gen.STUB.read_text()
+    from vuer_sync.schemas import components
+
+    for name in components.COMPONENTS:
+        assert f"class {name}(" in stub or f"\n{name} = " in stub, name

@@ -186,7 +186,7 @@ def test_handlers_and_till_are_per_session(app):
             VuerClient(f"ws://127.0.0.1:{app.port}") as b:
         # both spawn functions are waiting in till() before anything is sent
         assert wait_until(lambda: len(app.sessions) == 2
-                          and all(s._till.wants("HELLO") for s in app.sessions))
+                          and all(s.core.till.wants("HELLO") for s in app.sessions))
         a.send(Hello(value="from-a"))
         b.send(Hello(value="from-b"))
         assert wait_until(lambda: len(results) == 2 and len(seen) == 2)
@@ -583,7 +583,7 @@ def test_expect_registers_before_the_action_and_cleans_up(no_thread_leak):
         done = s.expect("DONE")  # an event that came before expect() is not its answer
         with pytest.raises(RPCTimeout):
             done.wait(timeout=0.2)
-        assert len(s._till) == 0  # a timed-out waiter is forgotten
+        assert len(s.core.till) == 0  # a timed-out waiter is forgotten
         done = s.expect("DONE")
         ws.send_binary(codec.encode({"etype": "DONE", "value": "late"}))
         # the answer arrives before anyone waits: still delivered
@@ -610,8 +610,8 @@ def test_spawn_tasks_see_closed_and_are_joined_when_the_session_ends(app):
 
     app.start(block=False)
     ws = raw_client(app.port)
-    assert wait_until(lambda: app.sessions and app.sessions[0]._tasks)
-    task = app.sessions[0]._tasks[0]
+    assert wait_until(lambda: app.sessions and app.sessions[0].core.tasks)
+    task = app.sessions[0].core.tasks[0]
     ws.close()
     assert wait_until(lambda: not app.sessions, 5)
     assert ended and not task.is_alive()  # joined before the session was let go
@@ -624,8 +624,8 @@ def test_at_fast_path_builds_what_the_event_builds(etype):
     those of Upsert(element) / Update(element) sent through send()."""
     import numpy as np
 
+    from vuer_sync.coalesce import merge_info
     from vuer_sync.events import Update, Upsert
-    from vuer_sync.outbox import merge_info
     from vuer_sync.schemas import Box, Group, PointCloud
     from vuer_sync.server.ops import encode_event, message_of, node_message
 

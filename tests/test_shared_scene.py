@@ -7,7 +7,7 @@ import time
 import pytest
 
 from vuer_sync.events import ServerEvent
-from vuer_sync.scene import SceneGraph
+from vuer_sync.scene import SceneMirror
 from vuer_sync.schemas import Box, Group, Scene, Sphere
 
 from conftest import wait_until
@@ -15,7 +15,7 @@ from helpers import raw_client, recv_msg
 
 
 def test_graph_follows_the_web_client_store():
-    g = SceneGraph()
+    g = SceneMirror()
     g.apply({"etype": "SET", "data": {"tag": "Scene", "children": [{"key": "a", "tag": "Box"}],
                                       "bgChildren": [{"key": "grid", "tag": "Grid"}]}})
     g.apply({"etype": "SET", "data": {"tag": "Scene", "children": [{"key": "b", "tag": "Box"}]}})

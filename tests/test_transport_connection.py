@@ -23,6 +23,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import pytest
 
+from vuer_sync import client_transport as wsc
 from vuer_sync.transport import ConnectionClosed, WebSocketConnection
 from vuer_sync.transport import frames as F
 from vuer_sync.transport.connection import RECEIVE_POOL, BufferPool
@@ -1057,9 +1058,9 @@ class EchoServer:
 def test_interop_websocket_client(workers, numpy_mask, handshake):
     import websocket
 
-    F.uninstall_websocket_client_mask()
+    wsc.uninstall_websocket_client_mask()
     if numpy_mask:
-        assert F.install_websocket_client_mask()
+        assert wsc.install_websocket_client_mask()
     server = EchoServer(workers, handshake)
     ws = None
     try:
@@ -1095,7 +1096,7 @@ def test_interop_websocket_client(workers, numpy_mask, handshake):
         if ws is not None:
             ws.shutdown()
         server.stop()
-        F.uninstall_websocket_client_mask()
+        wsc.uninstall_websocket_client_mask()
 
 
 def _make_cert(tmp_path) -> Tuple[str, str]:

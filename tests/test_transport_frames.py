@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vuer_sync import client_transport as wsc
 from vuer_sync.transport import frames as F
 from vuer_sync.transport.frames import (
     FrameError,
@@ -238,17 +239,17 @@ def test_truncate_reason_never_splits_characters():
 def test_install_websocket_client_mask_is_idempotent_and_equivalent():
     from websocket import _abnf
 
-    F.uninstall_websocket_client_mask()
+    wsc.uninstall_websocket_client_mask()
     original = _abnf.ABNF.mask
     key = os.urandom(4)
     samples = [b"", b"a", os.urandom(37), os.urandom(4096), os.urandom(100_003)]
     stock = [_abnf.ABNF.mask(key, s) for s in samples]
     stock_str = _abnf.ABNF.mask("abcd", "text")
     try:
-        assert F.install_websocket_client_mask() is True
+        assert wsc.install_websocket_client_mask() is True
         patched = _abnf.ABNF.mask
         assert patched is not original
-        assert F.install_websocket_client_mask() is True
+        assert wsc.install_websocket_client_mask() is True
         assert _abnf.ABNF.mask is patched  # second call changed nothing
         assert [_abnf.ABNF.mask(key, s) for s in samples] == stock
         assert _abnf.ABNF.mask("abcd", "text") == stock_str
@@ -263,6 +264,6 @@ def test_install_websocket_client_mask_is_idempotent_and_equivalent():
         assert ref_mask(frame[h.header_length :][:64], h.mask_key) == samples[4][:64]
         assert mask_bytes(frame[h.header_length :], h.mask_key) == samples[4]
     finally:
-        assert F.uninstall_websocket_client_mask() is True
+        assert wsc.uninstall_websocket_client_mask() is True
     assert _abnf.ABNF.mask is original
-    assert F.uninstall_websocket_client_mask() is False
+    assert wsc.uninstall_websocket_client_mask() is False

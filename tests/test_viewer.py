@@ -281,7 +281,7 @@ def test_till_waits_on_whichever_viewer_is_current(app):
     assert old.wait_closed(5)
     with VuerClient(f"ws://127.0.0.1:{app.port}") as second:
         assert wait_until(lambda: viewer.session is not None
-                          and viewer.session._till.wants("CLICK"), 5)  # till moved over
+                          and viewer.session.core.till.wants("CLICK"), 5)  # till moved over
         second.send(ClientEvent(etype="CLICK", value="from the new tab"))
         t.join(5)
     assert not t.is_alive() and box["ev"].value == "from the new tab"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import platform
 import queue
 import ssl
@@ -36,11 +35,12 @@ import msgpack
 from . import codec
 from ._threads import start_thread
 from ._version import __version__
+from .client_transport import install_websocket_client_mask, write_binary
+from .config import env_bool, env_int, env_str
 from .errors import ProtocolError, SessionClosed
 from .events import ClientEvent
 from .logsafe import redact_secrets
 from .outbox import Outbox
-from .server.config import env_bool, env_int, env_str
 
 logger = logging.getLogger("vuer_sync.client")
 
@@ -53,20 +53,12 @@ FAST_WRITE = True  # False: websocket-client's own send path (for benchmarks)
 
 
 def _write_binary(ws: Any, payload: bytes) -> None:
-    """One masked binary frame, written with ``sendall`` under websocket-client's own send
-    lock: its ``send_frame`` re-slices the rest of a large frame after every partial send
-    (a copy each time) and masks in pure Python."""
-    from .transport.frames import OP_BINARY, encode_header, mask_bytes
-
+    """One masked binary frame: :func:`~vuer_sync.client_transport.write_binary` (numpy mask,
+    one ``sendall``), or websocket-client's own ``send_binary`` when ``FAST_WRITE`` is off."""
     if not FAST_WRITE:
         ws.send_binary(payload)
         return
-    key = os.urandom(4)
-    header = encode_header(len(payload), OP_BINARY, mask_key=key)
-    body = mask_bytes(payload, key)
-    with ws.lock:
-        ws.sock.sendall(header)
-        ws.sock.sendall(body)
+    write_binary(ws, payload)
 
 
 def client_info() -> Dict[str, Any]:
@@ -96,14 +88,15 @@ class _Send:
     def __init__(self, client: VuerClient):
         self._client = client
 
+    # VuerClient's own helper (same module): `client.send @ ev` / `client.send(ev)`
     def __matmul__(self, event: ClientEvent) -> None:
         self._client._enqueue(event)
 
     def __call__(self, event: ClientEvent, timeout: Optional[float] = None) -> None:
         if not self._client.connected:
             raise ConnectionError("VuerClient is not connected")
-        seq = self._client._enqueue(event)
-        self._client._outbox_wait(seq, timeout)
+        seq = self._client._enqueue(event)  # noqa: SLF001
+        self._client._outbox_wait(seq, timeout)  # noqa: SLF001
 
 
 class VuerClient:
@@ -182,8 +175,6 @@ class VuerClient:
 
     def connect(self) -> VuerClient:
         """Connect (or reconnect), send INIT, start the reader and sender threads."""
-        from .transport import install_websocket_client_mask
-
         install_websocket_client_mask()
         self.close()
         self._closing.clear()
@@ -326,8 +317,9 @@ class VuerClient:
                     continue
                 ev = ClientEvent.from_dict(msg)
                 self.stats["received"] += 1
-                if ev.etype == "RTC" and self._rtc is not None and isinstance(ev.data, dict):
-                    self._rtc._on_envelope(ev.data)
+                data = getattr(ev, "data", None)  # server events carry `data`
+                if ev.etype == "RTC" and self._rtc is not None and isinstance(data, dict):
+                    self._rtc.on_envelope(data)
                     continue
                 responder = self._responders.get(ev.etype)
                 if responder is not None and isinstance(getattr(ev, "rtype", None), str):
@@ -359,10 +351,9 @@ class VuerClient:
         except Exception:
             logger.exception("responder for %s raised", req.etype)
             return
-        reply = ClientEvent(etype=req.rtype, value=value)
         key = getattr(req, "key", None)
-        if key is not None:
-            reply.key = key
+        extra = {} if key is None else {"key": key}  # the responder it answers for
+        reply = ClientEvent(etype=getattr(req, "rtype", None), value=value, **extra)
         try:
             self._enqueue(reply)
         except SessionClosed:
@@ -396,7 +387,7 @@ class VuerClient:
                         return
                     ws.ping(b"vs")
                     ping_sent_at = now
-                    next_ping = now + interval
+                    next_ping = now + (interval or 0.0)
         except Exception as e:
             self.stats["send_errors"] += 1
             self.last_error = e

@@ -84,7 +84,7 @@ def _find_unpackable(obj: Any, path: str) -> str | None:
         for k, v in obj.items():
             if not isinstance(k, (str, bytes, int, float, bool)) and k is not None:
                 return f"{path}[{k!r}] (key)"
-            sub = f"{path}.{k}" if path else str(k)
+            sub = f"{path}.{k!s}" if path else str(k)
             found = _find_unpackable(v, sub)
             if found is not None:
                 return found

@@ -177,7 +177,7 @@ def _facing(at: Sequence[float], viewer: Sequence[float]) -> Sequence[float]:
     from .server.render import look_at_wxyz, wxyz_to_euler
 
     a, v = np.asarray(at, float), np.asarray(viewer, float)
-    return wxyz_to_euler(look_at_wxyz(a, 2 * a - v))  # a camera looks along -Z: look away
+    return wxyz_to_euler(look_at_wxyz(a.tolist(), (2 * a - v).tolist()))  # looks along -Z
 
 
 def _behind(at: Sequence[float], viewer: Sequence[float], d: float) -> List[float]:

@@ -94,7 +94,7 @@ def _short(x: Any, budget: int) -> str:
         inner = ", ".join(items)
         return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
     shape = getattr(x, "shape", None)
-    if shape is not None and not isinstance(x, type) and getattr(x, "ndim", 0):
+    if shape is not None and not isinstance(x, type) and getattr(x, "ndim", False):
         return f"<array shape={tuple(shape)} dtype={getattr(x, 'dtype', '?')}>"
     r = repr(x)
     return r if len(r) <= max(budget, 16) else r[:max(budget, 16)] + "..."

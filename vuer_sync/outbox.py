@@ -4,13 +4,17 @@ Producers (any thread) ``push`` encoded messages and return at once; one sender 
 connection takes batches with :meth:`Outbox.pop_batch` and reports them written with
 :meth:`Outbox.mark_written`, which is what :meth:`Outbox.wait_written` (``flush``) waits for.
 
-**Coalescing.** While a message is still queued, a newer ``UPDATE`` (or an ``UPSERT`` with
-``to=None``) of exactly the same node keys is merged into it, property by property, latest
-value wins; a new large payload for a key (a point cloud) therefore replaces the unsent one.
-Any other message (``SET``, ``ADD``, ``REMOVE``, an ``UPSERT`` into a parent, an RPC request,
-a custom event) is a barrier: nothing queued before it is merged with anything queued after it,
-so the client sees the same final state, in the same order relative to every barrier, as
-without coalescing. "Unchanged" is never guessed: values are merged, never compared.
+**Coalescing.** While a message is still queued, a newer one with the same merge key is merged
+into it; a message with no key is a barrier: nothing queued before it is merged with anything
+queued after it. The outbox knows no message kinds: its coalescing policy (by default
+:class:`~vuer_sync.coalesce.MessageCoalescing`, see :mod:`vuer_sync.coalesce`) gives each
+message's key and does the merge. For Vuer messages: a newer ``UPDATE`` (or an ``UPSERT`` with
+``to=None``) of exactly the same node keys is merged, property by property, latest value wins;
+a new large payload for a key (a point cloud) therefore replaces the unsent one. Any other
+message (``SET``, ``ADD``, ``REMOVE``, an ``UPSERT`` into a parent, an RPC request, a custom
+event) is a barrier, so the client sees the same final state, in the same order relative to
+every barrier, as without coalescing. "Unchanged" is never guessed: values are merged, never
+compared.
 
 **Byte budget.** When more than ``max_bytes`` are queued, ``policy="block"`` makes the producer
 wait up to ``block_timeout`` seconds for the sender to catch up; if it does not (or with
@@ -33,61 +37,33 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
 
+# coalesce_key, merge_info, one_node_props: re-exported from their old home
+from .coalesce import (  # noqa: F401
+    CoalesceKey,
+    Coalescing,
+    MergeInfo,
+    MessageCoalescing,
+    NodeProps,
+    coalesce_key,
+    merge_info,
+    one_node_props,
+)
 from .errors import RPCTimeout, SessionClosed
 
 __all__ = ["OutMessage", "Outbox", "coalesce_key", "merge_info"]
-
-CoalesceKey = Tuple[str, Tuple[str, ...]]
-# each node's property names, in its order. Tuples, not sets: a queued message's bookkeeping
-# then holds no object the garbage collector keeps tracking (tuples of strings are untracked
-# at their first collection), which keeps gen-2 collections rare under a message flood
-NodeProps = Tuple[Tuple[str, ...], ...]
 
 # memory a queued frame costs beyond its payload (the OutMessage, the bytes object, the
 # deque slot), counted in the byte budget so many tiny messages cannot exceed it unseen
 MESSAGE_OVERHEAD = 160
 
 
-def coalesce_key(msg: Dict[str, Any]) -> Optional[CoalesceKey]:
-    """The key under which ``msg`` may be merged with an earlier queued message, or ``None``.
-
-    Only ``UPDATE`` and root ``UPSERT`` (``to`` is ``None``) messages whose nodes are dicts with
-    distinct string keys and no ``children`` coalesce.
-    """
-    etype = msg.get("etype")
-    if etype not in ("UPDATE", "UPSERT"):
-        return None
-    data = msg.get("data")
-    if not isinstance(data, dict):
-        return None
-    if etype == "UPSERT" and data.get("to") is not None:
-        return None
-    nodes = data.get("nodes")
-    if type(nodes) is not list or not nodes:
-        return None
-    if len(nodes) == 1:  # the common case, without the list and set
-        n = nodes[0]
-        if type(n) is not dict or "children" in n:
-            return None
-        k = n.get("key")
-        return (etype, (k,)) if type(k) is str else None
-    keys = []
-    for n in nodes:
-        if not isinstance(n, dict) or "children" in n:
-            return None
-        k = n.get("key")
-        if not isinstance(k, str):
-            return None
-        keys.append(k)
-    if len(set(keys)) != len(keys):
-        return None
-    return (etype, tuple(keys))
-
-
 class OutMessage:
-    """One queued frame: its bytes, its position and (when coalescible) its merge key."""
+    """One queued frame: its bytes, its position and (when coalescible) its merge key.
+
+    ``decoded`` and ``props`` belong to the coalescing policy (what its ``merge`` returned).
+    """
 
     __slots__ = ("ckey", "decoded", "merged", "nbytes", "payload", "props", "seq")
 
@@ -102,71 +78,34 @@ class OutMessage:
         self.props = props  # each node's property names, when known
 
 
-def _node_props(msg: Dict[str, Any]) -> NodeProps:
-    """The property names of each node of a coalescible message."""
-    return tuple(tuple(n) for n in msg["data"]["nodes"])
-
-
-_ONE_NODE_PROPS: Dict[Tuple[str, ...], NodeProps] = {}
-
-
-def one_node_props(node: Dict[str, Any]) -> NodeProps:
-    """``_node_props`` of a one-node message. The same few property sets recur (a pose
-    stream sends the same ones every time): they are shared, so a queued message adds no
-    tuple of its own for the garbage collector to track (at most 4096 distinct sets kept)."""
-    names = tuple(node)
-    props = _ONE_NODE_PROPS.get(names)
-    if props is None:
-        props = (names,)
-        if len(_ONE_NODE_PROPS) < 4096:
-            _ONE_NODE_PROPS[names] = props
-    return props
-
-
-def _covers(new: NodeProps, old: NodeProps) -> bool:
-    """Does each node of ``new`` set every property its counterpart in ``old`` set?"""
-    return all(a == b or set(a).issuperset(b) for a, b in zip(new, old))
-
-
-MergeInfo = Tuple[Optional[CoalesceKey], Optional[NodeProps]]
-
-
-def merge_info(msg: Dict[str, Any], redundancy_key: Optional[str] = None) -> MergeInfo:
-    """What :meth:`Outbox.push` needs to coalesce ``msg``: its key and node properties."""
-    if redundancy_key is not None:
-        return ("=", (f"={redundancy_key}",)), None
-    ckey = coalesce_key(msg)
-    if ckey is None:
-        return None, None
-    if len(ckey[1]) == 1:  # one node: no generator
-        return ckey, one_node_props(msg["data"]["nodes"][0])
-    return ckey, _node_props(msg)
-
-
-def _merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
-    nodes = [{**a, **b} for a, b in zip(old["data"]["nodes"], new["data"]["nodes"])]
-    return {**new, "data": {**new["data"], "nodes": nodes}}
-
-
 class Outbox:
     """See the module docstring.
 
-    ``encode``/``decode`` turn a message map into frame bytes and back (used only to merge).
+    ``coalescing``: the policy that keys and merges messages (see
+    :class:`~vuer_sync.coalesce.Coalescing`); by default
+    ``MessageCoalescing(encode, decode)``, where ``encode``/``decode`` turn a message map into
+    frame bytes and back (used only to merge).
     """
 
     def __init__(
         self,
         *,
-        encode: Callable[[Dict[str, Any]], bytes],
-        decode: Callable[[bytes], Dict[str, Any]],
+        encode: Optional[Callable[[Dict[str, Any]], Any]] = None,
+        decode: Optional[Callable[[Any], Dict[str, Any]]] = None,
         max_bytes: int = 256 << 20,
         policy: str = "block",
         block_timeout: float = 2.0,
+        coalescing: Optional[Coalescing] = None,
     ):
         if policy not in ("block", "disconnect"):
             raise ValueError("policy must be 'block' or 'disconnect'")
-        self._encode = encode
-        self._decode = decode
+        if coalescing is None:
+            if encode is None or decode is None:
+                raise ValueError("Outbox needs encode and decode, or a coalescing policy")
+            coalescing = MessageCoalescing(encode, decode)
+        self.coalescing = coalescing
+        self._info = coalescing.info  # bound once: read on every push
+        self._merge = coalescing.merge
         self.max_bytes = int(max_bytes)
         self.policy = policy
         self.block_timeout = float(block_timeout)
@@ -216,11 +155,12 @@ class Outbox:
         ``msg`` is the message map ``payload`` was encoded from, if the caller has it: it is
         only used to decide whether the message may coalesce. ``redundancy_key`` (viser's
         idea): a queued, unsent message with the same key is *replaced* by this one.
-        ``info``: :func:`merge_info` of the message, when the caller computed it already
-        (one broadcast, many outboxes).
+        ``info``: the coalescing policy's info of the message (for Vuer messages,
+        :func:`~vuer_sync.coalesce.merge_info`), when the caller computed it already (one
+        broadcast, many outboxes).
         """
         if info is None:
-            info = merge_info(msg if msg is not None else self._peek(payload), redundancy_key)
+            info = self._info(payload, msg, redundancy_key)
         ckey, props = info
         with self._lock:
             if self._closed is not None:
@@ -228,16 +168,14 @@ class Outbox:
             self.stats["queued"] += 1
             if ckey is not None:
                 prev = self._index.get(ckey)
-                if prev is not None:
-                    if ckey[0] == "=":
-                        self._replace(prev, payload)
-                    elif props is not None and prev.props is not None and _covers(
-                            props, prev.props):
-                        # every queued property is set again: the merge is the new message
-                        self._replace(prev, payload)
-                        prev.props, prev.decoded = props, None
-                    else:
-                        self._merge_into(prev, payload)
+                if prev is not None:  # merged as the policy says (inlined: the hot path)
+                    merged, prev.decoded, prev.props = self._merge(ckey, prev, payload, props)
+                    nbytes = len(merged) + MESSAGE_OVERHEAD
+                    self._pending_bytes += nbytes - prev.nbytes
+                    prev.payload = merged
+                    prev.nbytes = nbytes
+                    prev.merged += 1
+                    self.stats["coalesced"] += 1
                     if self._pending_bytes > self.max_bytes and len(self._queue) > 1:
                         self._wait_for_space(0)  # a merge that grew: the budget still holds
                     return self._seq
@@ -259,13 +197,6 @@ class Outbox:
                 self._append(p, None)
             return self._seq
 
-    def _peek(self, payload: bytes) -> Dict[str, Any]:
-        try:
-            msg = self._decode(payload)
-        except Exception:
-            return {}
-        return msg if isinstance(msg, dict) else {}
-
     def _check_open(self) -> None:
         if self._closed is not None:
             raise SessionClosed(f"connection closed: {self._closed}")
@@ -277,8 +208,8 @@ class Outbox:
         if ckey is None:
             self._clear_index()  # a barrier: nothing before it merges with anything after it
         else:
-            # another kind of message about one of these nodes is queued: it becomes a
-            # barrier for them (an UPDATE never jumps over an UPSERT of the same node)
+            # a queued message with another key about one of these subjects (node keys)
+            # becomes a barrier for them (an UPDATE never jumps over an UPSERT of the same node)
             for k in ckey[1]:
                 owner = self._key_owner.get(k)
                 if owner is not None and owner != ckey:
@@ -287,34 +218,14 @@ class Outbox:
             self._index[ckey] = m
         self._queue.append(m)
         self._pending_bytes += m.nbytes
-        if self._has_data._waiters:  # type: ignore[attr-defined]  # skip a no-op notify
+        # threading.Condition's waiter list (CPython): skip a no-op notify on the hot path
+        if self._has_data._waiters:  # type: ignore[attr-defined]  # noqa: SLF001
             self._has_data.notify()
         return self._seq
 
     def _clear_index(self) -> None:
         self._index.clear()
         self._key_owner.clear()
-
-    def _replace(self, prev: OutMessage, payload: bytes) -> None:
-        nbytes = len(payload) + MESSAGE_OVERHEAD
-        self._pending_bytes += nbytes - prev.nbytes
-        prev.payload = payload
-        prev.nbytes = nbytes
-        prev.merged += 1
-        self.stats["coalesced"] += 1
-
-    def _merge_into(self, prev: OutMessage, payload: bytes) -> None:
-        old = prev.decoded if prev.decoded is not None else self._decode(prev.payload)
-        merged_msg = _merge(old, self._decode(payload))
-        merged = self._encode(merged_msg)
-        nbytes = len(merged) + MESSAGE_OVERHEAD
-        self._pending_bytes += nbytes - prev.nbytes
-        prev.payload = merged
-        prev.nbytes = nbytes
-        prev.decoded = merged_msg
-        prev.props = _node_props(merged_msg)
-        prev.merged += 1
-        self.stats["coalesced"] += 1
 
     def _wait_for_space(self, nbytes: int) -> None:
         if self._pending_bytes == 0 or self._pending_bytes + nbytes <= self.max_bytes:

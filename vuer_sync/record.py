@@ -99,6 +99,7 @@ import msgpack
 from . import codec
 from ._version import __version__
 from .errors import VuerSyncError
+from .notebook import show_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server.session import VuerSession
@@ -157,7 +158,7 @@ def _fsync_dir(directory: Union[str, Path]) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> None:
+def _atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], object]) -> None:
     """Write a file so that a crash at any moment leaves either the old file or the new one.
 
     ``write(f)`` fills a temporary file in the same folder (``.<name>.<random>.tmp``: never
@@ -249,7 +250,8 @@ class StateSerializer:
 
     def __init__(self, clock: str = "script",
                  filter: Optional[Callable[[Dict[str, Any]], bool]] = None,
-                 path: Optional[Union[str, Path]] = None, flush_interval: float = 0.25):
+                 path: Optional[Union[str, os.PathLike]] = None,
+                 flush_interval: float = 0.25):
         if clock not in ("script", "wall"):
             raise ValueError("clock must be 'script' or 'wall'")
         flush_interval = float(flush_interval)
@@ -276,9 +278,9 @@ class StateSerializer:
 
     # -- producer side (the server's threads) ---------------------------------------------
 
-    def _on_message(self, payload: Any, msg: Optional[Dict[str, Any]] = None) -> None:
-        """Called by the server for every message sent on what is recorded (cheap: no
-        packing, hashing or writing here, whether in memory or streamed)."""
+    def on_outbound(self, payload: Any, msg: Optional[Dict[str, Any]] = None) -> None:
+        """Called by the server for every message sent on what is recorded (outbound: server
+        to client; cheap: no packing, hashing or writing here, in memory or streamed)."""
         if self.stopped:
             return
         if self.filter is not None:
@@ -327,7 +329,12 @@ class StateSerializer:
             raise RecordingError(f"writing the recording {self.path} failed: {self.error}"
                                  ) from self.error
 
-    def _finish(self) -> None:
+    def attach(self, detach: Callable[[], None]) -> None:
+        """Called by the server that feeds this recording: ``detach()`` stops the feed, and
+        :meth:`stop` calls it."""
+        self._detach = detach
+
+    def finish(self) -> None:
         """:meth:`stop`, logging instead of raising (the server calls this when the app stops
         or the recorded session ends)."""
         try:
@@ -567,7 +574,7 @@ def _finish_live_recordings() -> None:
     threads are daemons: without this the last ``flush_interval`` of records and the end
     record would be lost)."""
     for rec in list(_live):
-        rec._finish()
+        rec.finish()
 
 
 def _write(records: List[Tuple[float, Any]], duration: float) -> bytes:
@@ -785,9 +792,9 @@ class Recording:
 
     def final_scene(self) -> Dict[str, Any]:
         """The scene at the end of the recording (``SET`` data), computed offline."""
-        from .scene import SceneGraph
+        from .scene import SceneMirror
 
-        g = SceneGraph()
+        g = SceneMirror()
         for _, msg in self.records:
             g.apply(msg)
         return g.snapshot()
@@ -819,7 +826,7 @@ class Recording:
         run the web client's modules from ``file://``. Returns the path of ``view.html``."""
         import shutil
 
-        from .server.http import client_build_dir
+        from .webclient import client_build_dir
 
         src = client_build_dir()
         if src is None:
@@ -836,24 +843,10 @@ class Recording:
     def show(self, height: int = 400) -> None:
         """Display the final scene inline in Jupyter (or open it in a browser): a local
         vuer_sync server serves the web client; the scene travels in the URL."""
-        global _viewer
-        from .server.app import Vuer
-
-        if _viewer is None or not _viewer.running:
-            _viewer = Vuer(port=0)
-            _viewer.start(block=False)
-        url = f"{_viewer.local_url}?scene={self.scene_param()}"
-        try:
-            from IPython import get_ipython
-            from IPython.display import IFrame, display
-        except ImportError:
-            get_ipython = None  # type: ignore[assignment]
-        if get_ipython is not None and get_ipython() is not None:
-            display(IFrame(url, width="100%", height=height))
-            return
-        import webbrowser
-
-        webbrowser.open(url)
+        if _local_viewer is None:  # pragma: no cover - vuer_sync.server sets it on import
+            raise RuntimeError("Recording.show() needs vuer_sync.server (import vuer_sync)")
+        url = f"{_local_viewer()}?scene={self.scene_param()}"
+        show_url(url, height=height)
 
     def play(self, target: Union[VuerSession, SharedScene], speed: float = 1.0,
              loop: bool = False, stop: Optional[threading.Event] = None,
@@ -890,7 +883,15 @@ class Recording:
                 return sent
 
 
-_viewer: Any = None  # the local server behind Recording.show()
+# the local server behind Recording.show(): a function returning the URL of a running local
+# vuer_sync server's web client, set by vuer_sync.server (this module is below the server)
+_local_viewer: Optional[Callable[[], str]] = None
+
+
+def use_local_viewer(url_of_local_server: Callable[[], str]) -> None:
+    """Set what :meth:`Recording.show` opens (called once by :mod:`vuer_sync.server`)."""
+    global _local_viewer
+    _local_viewer = url_of_local_server
 
 
 def _js_string(text: str) -> str:
@@ -899,9 +900,5 @@ def _js_string(text: str) -> str:
     return json.dumps(text).replace("</", "<\\/")
 
 
-def _send_raw(target: Any, msg: Dict[str, Any]) -> None:
-    payload = codec.encode_parts({**msg, "ts": time.time()})
-    if hasattr(target, "_broadcast_encoded"):
-        target._broadcast_encoded(payload, msg)
-    else:
-        target._send_encoded(payload, msg)
+def _send_raw(target: Union[VuerSession, SharedScene], msg: Dict[str, Any]) -> None:
+    target.send_encoded(codec.encode_parts({**msg, "ts": time.time()}), msg)

@@ -20,16 +20,22 @@ True
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Protocol
 
 from .errors import RPCTimeout
 from .events import ClientEvent
 from .rtc import crdt_envelope, create_graph
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .client import VuerClient
-
 __all__ = ["RtcClient"]
+
+
+class EventSender(Protocol):
+    """What an :class:`RtcClient` needs of its :class:`~vuer_sync.client.VuerClient` (which
+    owns it and feeds it the server's envelopes): ``send @ event`` and
+    ``send(event, timeout=...)``. The client imports this module, not the other way round."""
+
+    @property
+    def send(self) -> Any: ...
 
 
 class RtcClient:
@@ -39,7 +45,7 @@ class RtcClient:
     ``graph`` is the local converged view; :meth:`wait_for` blocks on a condition of it.
     """
 
-    def __init__(self, client: VuerClient, client_id: str, **store_options: Any):
+    def __init__(self, client: EventSender, client_id: str, **store_options: Any):
         self._client = client
         self._cv = threading.Condition()
         self._joined = False
@@ -54,8 +60,8 @@ class RtcClient:
         with self._cv:
             self._cv.notify_all()
 
-    def _on_envelope(self, env: Dict[str, Any]) -> None:
-        """Reader thread: an RTC envelope from the server."""
+    def on_envelope(self, env: Dict[str, Any]) -> None:
+        """An RTC envelope from the server (the client's reader thread calls this)."""
         result = self.store.receive_wire(env)
         with self._cv:
             if env.get("mtype") == "state":

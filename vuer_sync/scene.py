@@ -1,10 +1,14 @@
-"""Server-side scene graph: applies SET/ADD/UPSERT/UPDATE/REMOVE the way the Vuer web client
-does, so a client that joins late can be sent the current scene as one ``SET``.
+"""The server-side scene mirror: applies SET/ADD/UPSERT/UPDATE/REMOVE the way the Vuer web
+client does, so a client that joins late can be sent the current scene as one ``SET``.
+
+Not the collaborative (CRDT) scene graph, which is :class:`vuer_sync.rtc.SceneGraph
+<vuer_sync.rtc.graph.SceneGraph>`. ``SceneGraph`` here is the old name of
+:class:`SceneMirror`, kept importable.
 
 Pure: no threads, no sockets. Nodes are plain dicts (decoded wire form); a key index makes
 ``UPDATE``/``UPSERT`` of an existing node O(1), and structural changes rebuild it.
 
->>> g = SceneGraph()
+>>> g = SceneMirror()
 >>> box = {"key": "a", "tag": "Box"}
 >>> _ = g.apply({"etype": "SET", "data": {"tag": "Scene", "children": [box]}})
 >>> _ = g.apply({"etype": "UPDATE", "data": {"nodes": [{"key": "a", "position": [1, 2, 3]}]}})
@@ -20,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 logger = logging.getLogger("vuer_sync.scene")
 
-__all__ = ["CONTAINERS", "SceneGraph"]
+__all__ = ["CONTAINERS", "SceneGraph", "SceneMirror"]
 
 # the web client's findByKey searches the scene lists in this order
 CONTAINERS = ("children", "bgChildren", "htmlChildren", "rawChildren")
@@ -31,7 +35,7 @@ def _initial() -> Dict[str, Any]:
             "htmlChildren": [], "bgChildren": []}
 
 
-class SceneGraph:
+class SceneMirror:
     """The current scene as the web client would hold it after the same messages."""
 
     def __init__(self) -> None:
@@ -97,7 +101,7 @@ class SceneGraph:
         etype = msg.get("etype")
         data = msg.get("data")
         handler = {"SET": self._set, "ADD": self._add, "UPSERT": self._upsert,
-                   "UPDATE": self._update, "REMOVE": self._remove}.get(etype)  # type: ignore
+                   "UPDATE": self._update, "REMOVE": self._remove}.get(etype)  # type: ignore[arg-type]
         if handler is None:
             return False
         if isinstance(data, dict):
@@ -182,9 +186,9 @@ class SceneGraph:
                 lst, i = found
                 del lst[i]
         for c in ("children", "bgChildren"):
-            lst = self.root.get(c)
-            if isinstance(lst, list):
-                self._drop_empty_groups(lst)
+            top = self.root.get(c)
+            if isinstance(top, list):
+                self._drop_empty_groups(top)
         self._changed()
 
     def _drop_empty_groups(self, nodes: List[Any]) -> None:
@@ -205,3 +209,6 @@ class SceneGraph:
 
     def __len__(self) -> int:
         return sum(1 for _ in self._all(self.root))
+
+
+SceneGraph = SceneMirror  # the old name (before the CRDT graph's SceneGraph came along)

@@ -346,7 +346,7 @@ def test_r12_move_vs_remove(mover, remover):
     for p in (a, b):
         g = p.graph
         assert g.nodes["P"].children == [] and g.nodes["Q"].children == []
-        assert "X" not in g.nodes
+        assert g.nodes["X"].deleted and g.is_deleted("X")  # tombstone everywhere
     converged(a, b)
 
 
@@ -441,7 +441,7 @@ def test_r19_seed_api_and_otype_on_the_wire():
     assert b.get("n", "x") == 2
 
 
-def test_r20_deep_merge_alpha_and_remove_one():
+def test_r20_deep_merge_alpha_and_remove_every_equal_element():
     a = Peer("alice")
     a.ec(ins("n", cfg={"a": {"b": 1, "c": 2}, "d": 1}, color="#000000", items=[2, 1, 2, 2]))
     a.ec(op("object.merge", "n", "cfg", {"a": {"c": 3, "e": 4}}),
@@ -449,9 +449,7 @@ def test_r20_deep_merge_alpha_and_remove_one():
          op("array.remove", "n", "items", 2))
     assert a.get("n", "cfg") == {"a": {"b": 1, "c": 3, "e": 4}, "d": 1}
     assert a.get("n", "color") == "#404040"  # floor(255 * 0.25 + 0.5) = 64
-    assert a.get("n", "items") == [1, 2, 2]
-    a.ec(op("array.remove", "n", "items", 2, all=True))
-    assert a.get("n", "items") == [1]
+    assert a.get("n", "items") == [1]  # every equal element, as vuer-rtc 0.0.2
 
 
 def test_r22_type_conflicts_rejected_identically():

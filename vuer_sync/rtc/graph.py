@@ -12,6 +12,15 @@ whatever the delivery order, duplication or delay.  Undo/redo (``meta.undo``/``m
 exclude/include a whole message; the status of a message is decided by the meta op with
 the largest key that targets it and comes from the same session.
 
+Deleted nodes
+-------------
+``node.remove`` is a soft delete (tombstone): the node stays in ``graph.nodes`` with
+``deleted = True`` and ``deleted_at`` (the removing message's ``ts``), keeps the property
+values it had at the removal (later ops addressed to it are ignored) and is in no
+``children`` list.  Live views skip tombstones: ``children_of``, :meth:`SceneGraph.reachable`,
+:meth:`SceneGraph.live_nodes`, :meth:`SceneGraph.roots`.  ``undo()`` of the remove brings it
+back (with the edits that were ignored).
+
 >>> g = create_empty_graph()
 >>> _ = apply_operation(g, {"otype": "node.insert", "key": "", "path": "children",
 ...                         "value": {"key": "n", "tag": "Mesh", "x": 1}})
@@ -74,9 +83,10 @@ def _expand_insert(op: Mapping[str, Any]) -> List[Tuple[int, Any, List[Tuple[str
 
 
 class SceneGraph:
-    """Replica state.  ``nodes`` is the live view (key -> :class:`SceneNode`); it contains
-    every inserted, not removed node (also nodes whose parent is not there yet or was
-    removed; :meth:`reachable` lists the ones attached to the root)."""
+    """Replica state.  ``nodes`` maps key -> :class:`SceneNode` for every inserted node,
+    tombstones included (``node.deleted``, as vuer-rtc's ``nodes`` keeps them); also nodes
+    whose parent is not there yet or was removed.  :meth:`live_nodes` skips tombstones,
+    :meth:`reachable` lists the nodes attached to the root."""
 
     def __init__(self) -> None:
         self.nodes: Dict[str, SceneNode] = {}
@@ -99,8 +109,29 @@ class SceneGraph:
 
     rootKey = root_key
 
-    def get_node(self, key: str) -> Optional[SceneNode]:
-        return self.nodes.get(key)
+    def get_node(self, key: str, include_deleted: bool = True) -> Optional[SceneNode]:
+        """The node ``key`` (a tombstone too, unless ``include_deleted=False``)."""
+        n = self.nodes.get(key)
+        if n is not None and n.deleted and not include_deleted:
+            return None
+        return n
+
+    def is_deleted(self, key: str) -> bool:
+        """True if ``key`` was removed (its node is a tombstone, or it never will be)."""
+        return key in self.tree.tomb
+
+    def live_nodes(self) -> Dict[str, SceneNode]:
+        """``nodes`` without the tombstones (key -> node, insertion order)."""
+        return {k: n for k, n in self.nodes.items() if not n.deleted}
+
+    def roots(self) -> List[str]:
+        """Live nodes to draw at the top: parent ``""`` or a parent not inserted (yet).
+        Children of a deleted node are hidden with it (its tombstone is still there)."""
+        nodes = self.nodes
+        return [
+            k for k, n in nodes.items()
+            if not n.deleted and (not n.parent or n.parent not in nodes)
+        ]
 
     def reachable(self) -> List[str]:
         """Keys of the nodes attached (transitively) to the root, depth first."""
@@ -140,6 +171,8 @@ class SceneGraph:
                     "parent": n.parent,
                     "children": list(n.children),
                     "props": dict(sorted(n.properties.items())),
+                    "deleted": n.deleted,
+                    "deleted_at": n.deleted_at,
                 }
                 for k, n in sorted(self.nodes.items())
             },
@@ -161,13 +194,14 @@ class SceneGraph:
         return copy.deepcopy(self)
 
     # -- registers --------------------------------------------------------------------
-    def _reg(self, key: str, path: str) -> ValueRegister:
+    def value_register(self, key: str, path: str) -> ValueRegister:
         regs = self.regs.get(key)
         if regs is None:
             regs = self.regs[key] = {}
         reg = regs.get(path)
         if reg is None:
             reg = regs[path] = ValueRegister(self, key, path)
+            reg.cut = self.tree.rmkey.get(key)
         return reg
 
     def _push(self, reg: Register, rec: MsgRecord, op: Any, key: Tuple[Any, ...]) -> None:
@@ -193,7 +227,7 @@ class SceneGraph:
                     k = (*base, idx, sub)
                     self._push(self.treg, rec, top, k)
                     for pk, pv in props:  # ("init", value): the node's initial properties
-                        self._push(self._reg(top[1], pk), rec, ("init", pv), k)
+                        self._push(self.value_register(top[1], pk), rec, ("init", pv), k)
             elif ot == "node.remove" and type(v) is str:
                 self._push(self.treg, rec, ("rm", v), (*base, idx, 0))
             elif (
@@ -210,7 +244,7 @@ class SceneGraph:
         if type(key) is not str or type(path) is not str:
             self.stats["rejected"] += 1
             return
-        self._push(self._reg(key, path), rec, op, (*base, idx, 0))
+        self._push(self.value_register(key, path), rec, op, (*base, idx, 0))
 
     def drop_op(self, rec: MsgRecord, idx: int) -> None:
         """Remove the entries of op ``idx`` (the last op) of a pending record."""
@@ -306,8 +340,13 @@ class SceneGraph:
         by_reg: Dict[int, Tuple[Register, List[Tuple[Entry, Tuple[Any, ...]]]]] = {}
         for e in rec.entries:
             by_reg.setdefault(id(e.reg), (e.reg, []))[1].append((e, rec.key + e.key[3:]))
+        # the tree last: re-keying a pending node.remove moves its node's cut, which
+        # re-folds that node's property registers (already holding their committed keys)
+        tree_items = by_reg.pop(id(self.treg), None)
         for reg, items in by_reg.values():
             reg.rekey_many(items)
+        if tree_items is not None:
+            self.treg.rekey_many(tree_items[1])
         self.msgs[rec.id] = rec
         self.sessions.note(msg.sid, msg.client, msg.seq, msg.lt, msg.id, msg.uw)
         self.lt = max(self.lt, msg.lt)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from .common import MISSING, NOCHANGE, REJECT
 from .text import TEXT_OTYPES, text_apply, text_rollback
-from .values import as_color, as_vector, is_num, json_copy, json_same
+from .values import as_color, as_vector, is_num, json_copy
 
 __all__ = [
     "INV_MISSING",
@@ -248,18 +248,17 @@ def _push(cur: Any, op: Dict[str, Any]) -> Any:
 
 
 def _remove(cur: Any, op: Dict[str, Any]) -> Any:
-    v, every = op.get("value"), op.get("all", False)
-    if type(every) is not bool:
-        return REJECT
+    """``array.remove``: drop *every* element equal to ``value``, exactly as vuer-rtc 0.0.2
+    (``[x for x in current if x != value]``, Python equality: ``1 == 1.0 == True``).  There
+    is no first-only variant (it could not be expressed on the vuer-rtc wire)."""
+    v = op.get("value")
     if cur is MISSING:
         return NOCHANGE
     if type(cur) is not list:
         return REJECT
-    hits = [i for i, x in enumerate(cur) if json_same(x, v)]
+    hits = [i for i, x in enumerate(cur) if x == v]
     if not hits:
         return NOCHANGE
-    if not every:
-        hits = hits[:1]
     removed = [(i, cur[i]) for i in hits]
     for i in reversed(hits):
         del cur[i]
@@ -276,8 +275,8 @@ def _union(cur: Any, op: Dict[str, Any]) -> Any:
         inv = ("trunc", len(cur))
     else:
         return REJECT
-    for x in v:
-        if not any(json_same(x, y) for y in cur):
+    for x in v:  # vuer-rtc: ``if elem not in merged`` (Python equality)
+        if x not in cur:
             cur.append(x)
     return cur, inv
 
@@ -440,6 +439,11 @@ def normalize_op(op: Mapping[str, Any]) -> Dict[str, Any]:
     chk = VALUE_CHECK.get(ot)
     if chk is not None and chk(out.get("value")) is REJECT:
         raise ValueError(f"{ot}: invalid value {out.get('value')!r}")
+    if ot == "array.remove" and out.pop("all", True) is not True:
+        raise ValueError(
+            "array.remove removes every equal element (as vuer-rtc does); "
+            "there is no first-only variant"
+        )
     if ot == "color.blend":
         alpha = out.get("alpha", 0.5)
         if not is_num(alpha) or not 0 <= alpha <= 1:

@@ -11,10 +11,17 @@ Each applied op stores an inverse record, so:
   proportional to how late the op is, not to the size of the journal.
 
 There is one register per ``(node key, property path)`` and one for the tree structure.
+
+Deleted nodes: a property register of a removed node has a *cut*, the ordering key of the
+node's effective ``node.remove``.  Entries that sort after the cut are folded as if their
+message were undone (ignored; text inserts stay as hidden characters), so the property
+keeps the value it had at the removal.  The tree register moves the cut (and re-folds the
+entries after it) when the remove is applied, undone, redone or re-keyed.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
@@ -217,29 +224,44 @@ class Register:
 class ValueRegister(Register):
     """The value of one property ``(nkey, path)``."""
 
-    __slots__ = ("nkey", "path", "value")
+    __slots__ = ("cut", "nkey", "path", "value")
 
     def __init__(self, graph: SceneGraph, nkey: str, path: str) -> None:
         super().__init__(graph)
         self.nkey = nkey
         self.path = path
         self.value: Any = MISSING
+        self.cut: Optional[Key] = None  # ordering key of the node's removal, if removed
+
+    def set_cut(self, cut: Optional[Key], start: Key) -> None:
+        """The node's removal key became ``cut``: re-fold the entries after ``start``."""
+        self.cut = cut
+        keys = self.keys
+        pos = bisect_right(keys, start) if keys else 0
+        if pos < len(keys):
+            self._rewind(pos)
+            self._replay(pos)
+            self.publish()
 
     def _do(self, e: Entry) -> None:
         op, rec = e.op, e.rec
+        excluded = rec.excluded
+        cut = self.cut
+        if cut is not None and e.key > cut:  # addressed to a deleted node: ignored
+            excluded = True
         if type(op) is tuple:  # ("init", value): initial property from node.insert
             e.inv = None
-            if not rec.excluded and self.value is MISSING:
+            if not excluded and self.value is MISSING:
                 v = json_copy(op[1])
                 if v is REJECT:
                     self.graph.stats["rejected"] += 1
                 else:
                     self.value, e.inv = v, INV_MISSING
             return
-        if rec.excluded and op.get("otype") not in KEEP_WHEN_EXCLUDED:
+        if excluded and op.get("otype") not in KEEP_WHEN_EXCLUDED:
             e.inv = None
             return
-        res = apply_value(self.value, op, f"{rec.id}/{e.key[3]}", rec.excluded)
+        res = apply_value(self.value, op, f"{rec.id}/{e.key[3]}", excluded)
         if res is REJECT:
             self.graph.stats["rejected"] += 1
             e.inv = None
@@ -286,7 +308,8 @@ class TreeRegister(Register):
         if kind == "ins":
             e.inv = self.tree.insert(op[1], op[2], op[3], op[4], e.key)
         elif kind == "rm":
-            e.inv = self.tree.remove(op[1])
+            msg = e.rec.msg
+            e.inv = self.tree.remove(op[1], e.key, msg.ts if msg is not None else time.time())
         else:
             e.inv = self.tree.move(op[1], op[2], e.key)
         if e.inv is None:
@@ -296,6 +319,9 @@ class TreeRegister(Register):
         if e.inv is not None:
             self.tree.rollback(e.inv)
             e.inv = None
+
+    def publish(self) -> None:
+        self.tree.flush_cuts()
 
     def rekey_many(self, items: List[Tuple[Entry, Key]]) -> None:
         """Attach keys are stored in the tree (and in move inverses), so re-fold the
@@ -307,6 +333,7 @@ class TreeRegister(Register):
         entries = self.entries
         self.keys[pos:] = [e.key for e in entries[pos:]]
         self._replay(pos)
+        self.publish()
 
 
 def group_first(entries: List[Entry]) -> List[Entry]:

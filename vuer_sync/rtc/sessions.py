@@ -47,7 +47,7 @@ class Session:
         self.fin = 0  # messages with seq <= fin can no longer be undone (meta.seal)
         self.seals: Dict[int, int] = {}  # seal message seq -> fin, not yet contiguous
 
-    def _apply_seals(self) -> None:
+    def apply_seals(self) -> None:
         for sseq in [q for q in self.seals if q <= self.floor_seq]:
             self.fin = max(self.fin, self.seals.pop(sseq))
 
@@ -114,7 +114,7 @@ class SessionTracker:
                 s.floor_seq += 1
                 s.floor_lt = above.pop(s.floor_seq)
             if s.seals:
-                s._apply_seals()
+                s.apply_seals()
         else:
             s.above[seq] = lt
 
@@ -126,7 +126,7 @@ class SessionTracker:
         if s is None or seal_seq is None:
             return
         s.seals[seal_seq] = max(fin, s.seals.get(seal_seq, 0))
-        s._apply_seals()
+        s.apply_seals()
 
     def know(self, sid: str, client: Optional[str] = None) -> None:
         """Register a session we heard of (e.g. from a vector clock) but got nothing from."""

@@ -6,6 +6,7 @@ Format (``"v": 1``)::
     {"v": 1, "lt": 42,
      "nodes": [[key, parent, tag, name, attach_key], ...],   # every inserted node
      "tomb":  [key, ...],                                     # removed keys
+     "deleted": [[key, deleted_at], ...],                     # tombstoned nodes
      "props": [[key, path, value], ...],                      # non-text registers
      "texts": [[key, path, [char ids], "chars", "1101"], ...],# text registers
      "sessions": {...}}                                       # dedupe / horizon state
@@ -43,6 +44,7 @@ def dump_graph(graph: SceneGraph) -> Dict[str, Any]:
             [k, t.parent[k], tag, name, list(t.akey[k])] for k, (tag, name) in t.info.items()
         ],
         "tomb": sorted(t.tomb),
+        "deleted": [[k, n.deleted_at] for k, n in graph.nodes.items() if n.deleted],
         "props": props,
         "texts": texts,
         "sessions": graph.sessions.to_dict(),
@@ -61,15 +63,24 @@ def load_graph(data: Dict[str, Any]) -> SceneGraph:
         t.parent[k] = p
         t.akey[k] = tuple(ak)
     t.tomb = set(data.get("tomb", ()))
+    t.rmkey = {k: () for k in t.tomb}  # removed in the baked prefix: later ops are ignored
     for k, p, v in data.get("props", ()):
-        g._reg(k, p).value = v
+        g.value_register(k, p).value = v
     for k, p, ids, chars, vis in data.get("texts", ()):
-        g._reg(k, p).value = TextSeq.from_lists(ids, chars, [c == "1" for c in vis])
+        g.value_register(k, p).value = TextSeq.from_lists(ids, chars, [c == "1" for c in vis])
     live = [k for k in t.info if k not in t.tomb]
     live.sort(key=lambda k: t.akey[k])
     for k in live:
         t.kids.setdefault(t.parent[k], []).append(k)
-    for k in live:
-        t._publish(k)
+    for k in t.info:
+        t.publish(k)
+    for k, at in data.get("deleted", ()):
+        node = g.nodes.get(k)
+        if node is not None:
+            node.deleted, node.deleted_at = True, at
+    for k in t.tomb:  # snapshots without "deleted" (older writers)
+        node = g.nodes.get(k)
+        if node is not None:
+            node.deleted = True
     g.sessions = SessionTracker.from_dict(data.get("sessions", {}))
     return g

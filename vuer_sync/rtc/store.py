@@ -487,7 +487,7 @@ class GraphStore:
     @property
     def lock(self) -> threading.RLock:
         """The re-entrant lock every method holds."""
-        return self._lock  # type: ignore[return-value]
+        return self._lock
 
     def _changed(self) -> None:
         for fn in list(self._listeners):

@@ -129,7 +129,7 @@ class TextSeq:
         self._cache = None
         return ("tins", idx, k)
 
-    def _unintegrate(self, idx: int, k: int) -> None:
+    def unintegrate(self, idx: int, k: int) -> None:
         if k == 0:
             return
         gone = self.ids[idx : idx + k]
@@ -168,7 +168,7 @@ class TextSeq:
             self._cache = None
         return ("tdel", hit)
 
-    def _undelete(self, hit: List[str]) -> None:
+    def undelete(self, hit: List[str]) -> None:
         dead, hidden, vis = self.dead, self.hidden, self.vis
         for j, c in self._locate(hit):
             n = dead[c] - 1
@@ -325,13 +325,13 @@ def text_apply(cur: Any, op: Dict[str, Any], prefix: str, excluded: bool) -> Any
 def text_rollback(cur: TextSeq, inv: Tuple[Any, ...]) -> TextSeq:
     kind = inv[0]
     if kind == "tins":
-        cur._unintegrate(inv[1], inv[2])
+        cur.unintegrate(inv[1], inv[2])
     elif kind == "tdel":
-        cur._undelete(inv[1])
+        cur.undelete(inv[1])
     elif kind == "trep":
         if inv[2] is not None:
-            cur._unintegrate(inv[2][1], inv[2][2])
-        cur._undelete(inv[1][1])
+            cur.unintegrate(inv[2][1], inv[2][2])
+        cur.undelete(inv[1][1])
     return cur
 
 

@@ -9,11 +9,18 @@ Rules (each checked when the op is applied, so every replica decides identically
   parent arrives (R13).  The insert's other fields are *initial* property values: each
   is applied only if that property was never written (see ``prop.init`` in
   :mod:`vuer_sync.rtc.register`), so a repeated insert only fills in missing properties.
-* **remove** tombstones the node and detaches it from its *actual* parent (the ``key`` the
-  op names is ignored).  Descendants stay, unreachable.
-* **move** re-parents a live node under a live parent (or the root ``""``).  It is skipped
-  when the new parent is the node itself or one of its descendants (no cycles, R10) and
-  a node always has exactly one parent (R11, R12).
+* **remove** is a soft delete, as in vuer-rtc (``node._crdt.deletedAt``): the node
+  stays in ``graph.nodes`` with ``deleted = True`` and ``deleted_at`` = the ``ts`` of the
+  removing message, and is detached from its *actual* parent's children (the ``key`` the
+  op names is ignored).  Its properties keep the values they had at the removal: every
+  property op ordered after the remove is ignored (the property registers get a *cut*,
+  see :meth:`Tree.flush_cuts`).  Undoing the remove restores the node, re-attaches it
+  and re-applies the edits that were ignored.  Descendants stay, unreachable.  Only the
+  first remove in the total order counts (``deleted_at`` is the same on every replica).
+  A remove that sorts before the node's insert tombstones the key: the insert is ignored.
+* **move** re-parents a live (not deleted) node under a live parent (or the root ``""``).
+  It is skipped when the new parent is the node itself or one of its descendants (no
+  cycles, R10) and a node always has exactly one parent (R11, R12).
 * children are ordered by the ordering key of the op that attached them (insert or move).
 """
 
@@ -30,15 +37,19 @@ Key = Tuple[Any, ...]
 
 
 class SceneNode:
-    """A live node: ``key``, ``tag``, ``name``, ``parent``, ordered ``children`` keys and
+    """A node: ``key``, ``tag``, ``name``, ``parent``, ordered ``children`` keys and
     ``properties`` (path -> value).  Treat it as read-only; change it with ops.
+
+    ``deleted`` is ``True`` for a tombstone (``node.remove``); ``deleted_at`` is then the
+    wall-clock ``ts`` (seconds) of the removing message, else ``None``.  A tombstone is
+    in no parent's ``children``; its ``parent`` is the one it had when removed.
 
     >>> n = SceneNode("cube", "Mesh", "Cube", "", [], {"position": [0, 1, 0]})
     >>> n.get_property("position")
     [0, 1, 0]
     """
 
-    __slots__ = ("children", "key", "name", "parent", "properties", "tag")
+    __slots__ = ("children", "deleted", "deleted_at", "key", "name", "parent", "properties", "tag")
 
     def __init__(
         self,
@@ -48,6 +59,8 @@ class SceneNode:
         parent: str,
         children: List[str],
         properties: Dict[str, Any],
+        deleted: bool = False,
+        deleted_at: Optional[float] = None,
     ) -> None:
         self.key = key
         self.tag = tag
@@ -55,6 +68,8 @@ class SceneNode:
         self.parent = parent
         self.children = children
         self.properties = properties
+        self.deleted = deleted
+        self.deleted_at = deleted_at
 
     def get_property(self, path: str, default: Any = None) -> Any:
         """The value of property ``path`` (text properties read as ``str``)."""
@@ -70,17 +85,21 @@ class SceneNode:
             "parent": self.parent,
             "children": list(self.children),
             "properties": dict(self.properties),
+            "deleted": self.deleted,
+            "deleted_at": self.deleted_at,
         }
 
     def __repr__(self) -> str:
-        return f"SceneNode({self.key!r}, tag={self.tag!r}, children={self.children!r})"
+        dead = ", deleted" if self.deleted else ""
+        return f"SceneNode({self.key!r}, tag={self.tag!r}, children={self.children!r}{dead})"
 
 
 class Tree:
-    """Parent map, ordered child lists and tombstones; publishes live nodes into
-    ``graph.nodes``.  Every mutator returns an inverse record (or ``None`` = no effect)."""
+    """Parent map, ordered child lists and tombstones; publishes nodes (tombstones
+    included, marked ``deleted``) into ``graph.nodes``.  Every mutator returns an inverse
+    record (or ``None`` = no effect)."""
 
-    __slots__ = ("akey", "graph", "info", "kids", "parent", "tomb")
+    __slots__ = ("akey", "cut_dirty", "graph", "info", "kids", "parent", "rmkey", "tomb")
 
     def __init__(self, graph: SceneGraph) -> None:
         self.graph = graph
@@ -89,10 +108,38 @@ class Tree:
         self.akey: Dict[str, Key] = {}
         self.kids: Dict[str, List[str]] = {"": []}
         self.tomb: Set[str] = set()
+        # key -> ordering key of its effective remove (``()`` = in compacted history)
+        self.rmkey: Dict[str, Key] = {}
+        # key -> its rmkey before the current fold changed it (see flush_cuts)
+        self.cut_dirty: Dict[str, Optional[Key]] = {}
 
     # -- helpers -------------------------------------------------------------------
     def live(self, k: str) -> bool:
         return k in self.info and k not in self.tomb
+
+    def _cut_changes(self, k: str) -> None:
+        if k not in self.cut_dirty:
+            self.cut_dirty[k] = self.rmkey.get(k)
+
+    def flush_cuts(self) -> None:
+        """After a fold of the structure: re-fold the property registers of every node
+        whose removal key changed (remove applied, undone, redone or re-keyed), from the
+        smaller of the old and new keys on."""
+        dirty = self.cut_dirty
+        if not dirty:
+            return
+        self.cut_dirty = {}
+        regs_of = self.graph.regs
+        for k, old in dirty.items():
+            new = self.rmkey.get(k)
+            if new == old:
+                continue
+            regs = regs_of.get(k)
+            if not regs:
+                continue
+            start = min(c for c in (old, new) if c is not None)
+            for reg in list(regs.values()):
+                reg.set_cut(new, start)
 
     def is_ancestor_or_self(self, a: str, n: str) -> bool:
         """True if ``a`` is ``n`` or one of its ancestors."""
@@ -133,7 +180,7 @@ class Tree:
         del lst[i]
         return i
 
-    def _publish(self, k: str) -> None:
+    def publish(self, k: str) -> None:
         tag, name = self.info[k]
         kids = self.kids.get(k)
         if kids is None:
@@ -152,17 +199,20 @@ class Tree:
         self.parent[k] = p
         self.akey[k] = key
         i = self._attach(p, k)
-        self._publish(k)
+        self.publish(k)
         return ("ins", k, p, i)
 
-    def remove(self, k: str) -> Optional[Tuple[Any, ...]]:
+    def remove(self, k: str, key: Key, ts: float) -> Optional[Tuple[Any, ...]]:
         if k in self.tomb:
             return None
         self.tomb.add(k)
+        self._cut_changes(k)
+        self.rmkey[k] = key
         if k not in self.info:
             return ("rm0", k)
         i = self._detach(self.parent[k], k)
-        self.graph.nodes.pop(k, None)
+        node = self.graph.nodes[k]
+        node.deleted, node.deleted_at = True, ts
         return ("rm", k, i)
 
     def move(self, k: str, n: str, key: Key) -> Optional[Tuple[Any, ...]]:
@@ -186,10 +236,15 @@ class Tree:
             self.graph.nodes.pop(k, None)
         elif kind == "rm":
             self.tomb.discard(k)
+            self._cut_changes(k)
+            del self.rmkey[k]
             self.kids[self.parent[k]].insert(inv[2], k)
-            self._publish(k)
+            node = self.graph.nodes[k]
+            node.deleted, node.deleted_at = False, None
         elif kind == "rm0":
             self.tomb.discard(k)
+            self._cut_changes(k)
+            del self.rmkey[k]
         elif kind == "mv":
             _, _, old, old_ak, i, n, j = inv
             del self.kids[n][j]
@@ -200,7 +255,7 @@ class Tree:
 
     # -- introspection ---------------------------------------------------------------
     def reachable(self) -> List[str]:
-        """Keys reachable from the root, depth first in child order."""
+        """Keys reachable from the root, depth first in child order (never a tombstone)."""
         out: List[str] = []
         stack = list(reversed(self.kids.get("", [])))
         while stack:

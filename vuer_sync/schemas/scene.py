@@ -143,8 +143,10 @@ def scene_for_set(scene: Any) -> Dict[str, Any]:
         out = scene.serialize(explicit_lists=True)
     elif isinstance(scene, dict):
         out = dict(scene)
-    elif callable(getattr(scene, "_serialize", None)):
-        out = dict(scene._serialize())
+    elif callable(getattr(scene, "_serialize", None)):  # a vuer element: vuer serializes it
+        from vuer.serdes import serializer
+
+        out = dict(serializer(scene))
     else:
         raise TypeError(f"expected a Scene element or dict, got {type(scene).__name__}")
     for name in SCENE_LISTS:

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import logging
-import socket
 import ssl
-import struct
 import threading
 import time
-import uuid
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from ssl import SSLContext
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from flask import Flask, Response, request
-from flask_sock import Sock
+from flask import Response, request
 
-from .. import codec
-from .._threads import start_thread
 from .._version import __version__
-from ..errors import ProtocolError, SessionClosed
-from ..events import INIT, ClientEvent, Frame, NullEvent, ServerEvent
-from ..transport.budget import InboundBudget
+from ..config import env_bool, env_int, env_str
+from ..errors import SessionClosed
+from ..events import ServerEvent
+from ..notebook import show_url
 from . import http
-from .config import env_bool, env_int, env_str
+from .connections import Connections
+from .registry import Handler, Registry, check_plain
+from .routes import make_flask
+from .routes.downloads import Downloads
 from .serving import HttpServer, default_max_connections
 from .session import VuerSession
 from .shared import SharedScene
@@ -35,57 +33,7 @@ logger = logging.getLogger("vuer_sync.server")
 __all__ = ["Vuer"]
 
 
-def _hand_over_gil() -> None:
-    """Let a thread just woken by an answer (an ``rpc()`` or ``till()`` caller) take the GIL
-    now, rather than after this reader thread's way back into ``recv``.
-
-    ``time.sleep(0)`` releases the GIL for a moment; the woken caller, already waiting for
-    it, takes it. Measured on the RPC round trip benchmark (2 cores, loopback): p50 from
-    ~150 to ~110 µs. Called only when a waiter was woken, never per message.
-    """
-    time.sleep(0)
-
-
-Handler = Callable[[ClientEvent, VuerSession], Any]
 DEFAULT_CORS = "https://vuer.ai,https://staging.vuer.ai,https://dash.ml"
-
-
-class _NoReaderThread:
-    """Given to simple-websocket as ``thread_class``: flask-sock does the routing and the
-    handshake, then our transport reads the socket itself (no extra reader thread)."""
-
-    def __init__(self, target: Any = None, **_: Any):
-        self.name = "vuer-unused"
-
-    def start(self) -> None:
-        pass
-
-
-def _check_plain(fn: Callable[..., Any], what: str) -> None:
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-        raise TypeError(
-            f"{what} must be a plain function in vuer_sync (blocking calls, no await): "
-            f"{getattr(fn, '__qualname__', fn)} is async"
-        )
-
-
-_SUMMED = ("queued", "sent", "coalesced", "bytes_sent", "received", "bad_messages",
-           "downlink_dropped")
-
-
-def _add_stats(total: Dict[str, Any], st: Dict[str, Any]) -> None:
-    for k in _SUMMED:
-        total[k] = total.get(k, 0) + st.get(k, 0)
-    dropped = total.setdefault("dropped", {})
-    for reason, n in st.get("dropped", {}).items():
-        dropped[reason] = dropped.get(reason, 0) + n
-
-
-def _matches(init: ClientEvent, filters: Dict[str, Any]) -> bool:
-    """Vuer's spawn filter: every ``k=pattern`` globs the INIT field ``k`` (which must exist)."""
-    info = init.value if isinstance(init.value, dict) else {}
-    return all(info.get(k) is not None and fnmatch.fnmatch(str(info.get(k)), str(p))
-               for k, p in filters.items())
 
 
 class Vuer:
@@ -188,6 +136,23 @@ class Vuer:
         if free_port:
             warnings.warn("free_port is ignored: vuer_sync never kills other processes; "
                           "use port=0 for a free port", stacklevel=2)
+        self._set_limits(allowed_hosts, header_timeout, init_timeout, max_connections,
+                         inbound_bytes)
+        self._server: Optional[HttpServer] = None
+        self._stopped = threading.Event()
+        #: internals: what the user registered, and the serving side (sessions, the
+        #: websocket loop), one-time downloads
+        self.registry = Registry()
+        self.connections = Connections(self, self.registry)
+        self.downloads = Downloads()
+        self.client_root = http.client_build_dir()
+        self.flask = make_flask(self)
+        self.scene = SharedScene(self)
+
+    def _set_limits(self, allowed_hosts: Optional[Sequence[str]], header_timeout: float,
+                    init_timeout: Optional[float], max_connections: Optional[int],
+                    inbound_bytes: Optional[int]) -> None:
+        """The guards of ``docs/security.md`` (see the class docstring)."""
         if allowed_hosts is None:
             allowed_hosts = (env_str("VUER_SYNC_ALLOWED_HOSTS", "") or "").split(",")
         self.allowed_hosts = [h.strip() for h in allowed_hosts if h.strip()]
@@ -201,29 +166,9 @@ class Vuer:
             else default_max_connections()
         self.inbound_bytes = int(inbound_bytes) if inbound_bytes is not None \
             else max(512 << 20, 2 * self.WEBSOCKET_MAX_SIZE)
-        self._inbound_budget = InboundBudget(self.inbound_bytes)
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
             logger.warning("binding %s without a token: anyone who can reach this port can "
                            "drive the scene (pass token= or set VUER_TOKEN)", self.host)
-
-        self._handlers: Dict[str, Dict[int, Tuple[Handler, bool]]] = {}
-        self._handler_ids = 0
-        self._registered: Dict[type, List[Any]] = {}
-        self._spawns: List[Tuple[Callable[[VuerSession], Any], Dict[str, Any]]] = []
-        self._bind_fn: Optional[Callable[[VuerSession], Any]] = None
-        self._lock = threading.RLock()
-        self._session_cv = threading.Condition(self._lock)
-        self._sessions: Dict[str, VuerSession] = {}
-        self._threads: List[threading.Thread] = []
-        self._server: Optional[HttpServer] = None
-        self._stopped = threading.Event()
-        self._on_connect: List[Callable[[VuerSession], Any]] = []
-        self._on_disconnect: List[Callable[[VuerSession], Any]] = []
-        self.client_root = http.client_build_dir()
-        self.flask = self._make_flask()
-        self.scene = SharedScene(self)
-        self._rtc: Optional[Any] = None
-        self._ended_stats: Dict[str, Any] = {"sessions_ended": 0}
 
     # -- configuration helpers ------------------------------------------------------------
 
@@ -231,7 +176,7 @@ class Vuer:
     def ssl(self) -> str:
         return "s" if self.cert else ""
 
-    def _ssl_context(self) -> Optional[ssl.SSLContext]:
+    def _ssl_context(self) -> Optional[SSLContext]:
         if not self.cert:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -274,21 +219,7 @@ class Vuer:
         """
 
         def register(f: Handler) -> Callable[[], None]:
-            _check_plain(f, "a handler")
-            with self._lock:
-                self._handler_ids += 1
-                hid = self._handler_ids
-                self._handlers.setdefault(event_type, {})[hid] = (f, once)
-
-            def cleanup() -> None:
-                with self._lock:
-                    hs = self._handlers.get(event_type)
-                    if hs is not None:
-                        hs.pop(hid, None)
-                        if not hs:
-                            del self._handlers[event_type]
-
-            return cleanup
+            return self.registry.add_handler(event_type, f, once)
 
         if fn is None:
             def decorator(f: Handler) -> Handler:
@@ -306,19 +237,20 @@ class Vuer:
         if not isinstance(etype, str):
             raise TypeError("register_handler takes a ClientEvent subclass with an etype")
         cleanup = self.add_handler(etype, lambda ev, s: callback(s, ev))
-        self._registered.setdefault(message_cls, []).append((callback, cleanup))
+        self.registry.registered.setdefault(message_cls, []).append((callback, cleanup))
 
     def unregister_handler(self, message_cls: type,
                            callback: Optional[Callable[[VuerSession, Any], Any]] = None) -> None:
         """Remove ``callback`` (or every callback) registered for ``message_cls``."""
         kept = []
-        for cb, cleanup in self._registered.pop(message_cls, []):
+        registered = self.registry.registered
+        for cb, cleanup in registered.pop(message_cls, []):
             if callback is None or cb is callback:
                 cleanup()
             else:
                 kept.append((cb, cleanup))
         if kept:
-            self._registered[message_cls] = kept
+            registered[message_cls] = kept
 
     def spawn(self, fn: Optional[Callable[[VuerSession], Any]] = None, start: bool = False,
               **filters: Any) -> Any:
@@ -329,8 +261,8 @@ class Vuer:
         blocks, like Vuer."""
 
         def register(f: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
-            _check_plain(f, "a spawn function")
-            self._spawns.append((f, filters))
+            check_plain(f, "a spawn function")
+            self.registry.spawns.append((f, filters))
             if start:
                 self.start()
             return f
@@ -348,7 +280,7 @@ class Vuer:
         def register(f: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
             if not inspect.isgeneratorfunction(f):
                 raise TypeError("bind() takes a generator function (def ...: yield ...)")
-            self._bind_fn = f
+            self.registry.bind_fn = f
             if start:
                 self.start()
             return f
@@ -359,12 +291,12 @@ class Vuer:
 
     def on_connect(self, fn: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
         """Call ``fn(session)`` (on the session's handler thread) when a client connects."""
-        self._on_connect.append(fn)
+        self.registry.on_connect.append(fn)
         return fn
 
     def on_disconnect(self, fn: Callable[[VuerSession], Any]) -> Callable[[VuerSession], Any]:
         """Call ``fn(session)`` after a client disconnected."""
-        self._on_disconnect.append(fn)
+        self.registry.on_disconnect.append(fn)
         return fn
 
     def add_route(self, path: str, fn: Callable[..., Any], method: str = "GET",
@@ -377,7 +309,7 @@ class Vuer:
             result = fn(request, **kwargs) if takes_request else fn(**kwargs)
             return http.route_result(result, content_type)
 
-        view.__name__ = f"user_route_{len(self.flask.url_map._rules)}"
+        view.__name__ = f"user_route_{len(list(self.flask.url_map.iter_rules()))}"
         self.flask.add_url_rule(path, view.__name__, view, methods=[method.upper()])
 
     # -- sessions -------------------------------------------------------------------------
@@ -385,8 +317,7 @@ class Vuer:
     @property
     def sessions(self) -> List[VuerSession]:
         """The connected sessions."""
-        with self._lock:
-            return list(self._sessions.values())
+        return self.connections.sessions()
 
     def wait_for_session(self, timeout: Optional[float] = None, **filters: Any) -> VuerSession:
         """Block until a client whose INIT matches ``filters`` (glob patterns, e.g.
@@ -396,19 +327,7 @@ class Vuer:
         ends with its connection (a page reload is a new session): a loop that should outlive
         one viewer sends the scene to :attr:`scene` and uses :meth:`viewer` for the rest.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._session_cv:
-            while True:
-                for s in self._sessions.values():
-                    if s.init is not None and not s.closed and _matches(s.init, filters):
-                        return s
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    from ..errors import RPCTimeout
-
-                    which = f" matching {filters}" if filters else ""
-                    raise RPCTimeout(f"no client{which} connected within {timeout} s")
-                self._session_cv.wait(left)
+        return self.connections.wait_for(timeout, filters)
 
     def viewer(self, timeout: float = 30.0, setup: Optional[Callable[[VuerSession], Any]] = None,
                **filters: Any) -> CurrentViewer:
@@ -446,31 +365,14 @@ class Vuer:
         a notebook, open it in the default web browser. Starts the server if needed."""
         if self._server is None:
             self.start(block=False)
-        try:
-            from IPython import get_ipython
-            from IPython.display import IFrame, display
-        except ImportError:
-            get_ipython = None  # type: ignore[assignment]
-        if get_ipython is not None and get_ipython() is not None:
-            display(IFrame(self.local_url, width=width, height=height))
-            return None  # displayed once; returning the frame would show a second viewer
-        import webbrowser
-
-        webbrowser.open(self.local_url)
-        return None
+        show_url(self.local_url, width=width, height=height)
 
     @property
     def rtc(self) -> Any:
         """The collaborative scene graph room (:class:`~vuer_sync.server.rtc_room.RtcRoom`):
         relays ``vuer_sync.rtc`` edits between clients and mirrors the result into
         ``app.scene``. Created on first use (or on the first ``RTC`` event)."""
-        if self._rtc is None:
-            from .rtc_room import RtcRoom
-
-            with self._lock:
-                if self._rtc is None:
-                    self._rtc = RtcRoom(self)
-        return self._rtc
+        return self.connections.rtc()
 
     def broadcast(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
         """Send an event to every connected client (except ``exclude``); scene events also
@@ -489,21 +391,7 @@ class Vuer:
     def stats(self) -> Dict[str, Any]:
         """Totals over connected and ended sessions: sent, coalesced, bytes_sent, queued,
         received, bad_messages, dropped (by reason), plus ``sessions`` connected now."""
-        with self._lock:
-            total: Dict[str, Any] = {k: v for k, v in self._ended_stats.items()
-                                     if k != "dropped"}
-            total["dropped"] = dict(self._ended_stats.get("dropped", {}))
-            live = list(self._sessions.values())
-        for s in live:
-            _add_stats(total, s.stats)
-        total["sessions"] = len(live)
-        return total
-
-    def _count_ended(self, session: VuerSession) -> None:
-        st = session.stats
-        with self._lock:
-            _add_stats(self._ended_stats, st)
-            self._ended_stats["sessions_ended"] += 1
+        return self.connections.stats()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -541,34 +429,19 @@ class Vuer:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Close every websocket, stop listening, join our threads, free the port."""
-        self.scene._stop_recordings()  # streamed app.scene.record(path=...) files finished
+        self.scene.stop_recordings()  # streamed app.scene.record(path=...) files finished
         server, self._server = self._server, None
         if server is None:
             return
         deadline = time.monotonic() + timeout
         server.stop()
-        sessions = self.sessions
-        for s in sessions:
-            s._begin_close(1001, "server stopping", drain=False)
-        close_by = time.monotonic() + timeout / 2  # time for the close handshakes
-        for s in sessions:
-            s._sender.join(max(0.0, close_by - time.monotonic()))
-        for s in sessions:
-            s._ws.abort()
-        threads: List[threading.Thread] = []
-        with self._lock:
-            threads.extend(self._threads)
-            self._threads.clear()
-        for s in list(self._sessions.values()):
-            threads.extend(s._threads_to_join())
+        threads = self.connections.close_all(timeout)
         for t in threads:
             if t is threading.current_thread():
                 continue
             t.join(max(0.0, deadline - time.monotonic()))
         server.close_connections(max(0.1, deadline - time.monotonic()))
-        with self._lock:
-            self._sessions.clear()
-            self._session_cv.notify_all()
+        self.connections.forget_all()
         self._stopped.set()
         alive = [t.name for t in threads if t.is_alive() and t is not threading.current_thread()]
         if alive:
@@ -598,301 +471,3 @@ class Vuer:
                 lines.append(f"  {name} = {getattr(self, name)!r}")
             lines.append(f"  token = {'(set)' if self.token else None}")
         print("\n".join(lines) + "\n", flush=True)  # the one start-up banner
-
-    # -- the websocket connection ---------------------------------------------------------
-
-    def _make_flask(self) -> Flask:
-        app = Flask("vuer_sync", static_folder=None)
-        app.wsgi_app = http.HostGuard(  # type: ignore[method-assign]
-            app.wsgi_app, lambda host: http.host_allowed(host, self.host, self.allowed_hosts))
-        app.config["MAX_CONTENT_LENGTH"] = self.REQUEST_MAX_SIZE
-        app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoReaderThread}
-        sock = Sock(app)
-
-        @app.before_request
-        def gate() -> Optional[Response]:
-            env = request.environ
-            if env.get("HTTP_UPGRADE", "").lower() == "websocket":
-                if not http.origin_allowed(env.get("HTTP_ORIGIN"), env.get("HTTP_HOST"),
-                                           self.allowed_origins):
-                    logger.warning("refused websocket from origin %r", env.get("HTTP_ORIGIN"))
-                    return Response("origin not allowed\n", status=403, mimetype="text/plain")
-                if not http.token_ok(self.token):
-                    return Response("missing or wrong token\n", status=403,
-                                    mimetype="text/plain")
-                problem = http.handshake_problem(env)
-                if problem:
-                    return Response(f"bad websocket handshake: {problem}\n", status=400,
-                                    mimetype="text/plain")
-                env.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # never permessage-deflate
-            return None
-
-        @app.after_request
-        def cors(resp: Response) -> Response:
-            origin = request.headers.get("Origin")
-            if origin and self._cors_allows(origin):
-                resp.headers["Access-Control-Allow-Origin"] = origin
-                resp.headers["Vary"] = "Origin"
-            return resp
-
-        @sock.route("/")
-        def websocket(ws: Any) -> None:
-            self._serve_websocket(ws)
-
-        @app.route("/")
-        def index() -> Response:
-            if self.client_root is None:
-                return Response(http.missing_client_page(self.port), mimetype="text/html")
-            return http.file_response(self.client_root / "index.html")
-
-        @app.route("/favicon.ico")
-        def favicon() -> Response:  # ours (an SVG): no 404 in the page's console
-            from .favicon import favicon_response
-
-            return favicon_response()
-
-        @app.route("/assets/<path:filename>")
-        def assets(filename: str) -> Response:
-            if self.client_root is None:
-                return Response("web client not installed\n", status=404)
-            return http.serve_from([self.client_root / "assets"], filename)
-
-        @app.route("/workspace/<path:filename>")
-        def workspace(filename: str) -> Response:
-            if not http.token_ok(self.token):  # with a token, files need it too
-                return Response("missing or wrong token\n", status=403, mimetype="text/plain")
-            return http.serve_from(http.workspace_roots(self.workspace), filename)
-
-        @app.route("/relay", methods=["POST"])
-        def relay() -> Response:
-            return self._relay()
-
-        @app.route("/download/<token>/<path:filename>")
-        def download(token: str, filename: str) -> Response:
-            return self._serve_download(token)
-
-        return app
-
-    def _cors_allows(self, origin: str) -> bool:
-        allowed = [o.strip() for o in (self.cors or "").split(",") if o.strip()]
-        return "*" in allowed or origin in allowed or http.origin_allowed(
-            origin, request.headers.get("Host"), self.allowed_origins)
-
-    def _offer_download(self, filename: str, content: bytes, chunk_size: int) -> str:
-        import secrets
-        from urllib.parse import quote
-
-        token = secrets.token_urlsafe(24)
-        now = time.monotonic()
-        with self._lock:
-            self._downloads = {t: d for t, d in getattr(self, "_downloads", {}).items()
-                               if d[3] > now}  # forget offers nobody took within 10 min
-            self._downloads[token] = (filename, content, max(1, int(chunk_size)), now + 600)
-        return f"/download/{token}/{quote(filename)}"
-
-    def _serve_download(self, token: str) -> Response:
-        import mimetypes
-
-        with self._lock:
-            downloads = getattr(self, "_downloads", {})
-            if request.method == "HEAD":  # asks about it: does not use it up
-                offer = downloads.get(token)
-            else:
-                offer = downloads.pop(token, None)  # one-time
-        if offer is not None and offer[3] < time.monotonic():
-            offer = None  # offered more than 10 minutes ago: expired
-        if offer is None:
-            return Response("no such download\n", status=404, mimetype="text/plain")
-        filename, content, chunk, _ = offer
-
-        def chunks() -> Any:
-            for i in range(0, len(content), chunk):
-                yield content[i:i + chunk]
-
-        ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        resp = Response(chunks(), mimetype=ctype)
-        resp.headers["Content-Length"] = str(len(content))
-        resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return resp
-
-    def _relay(self) -> Response:
-        if not http.token_ok(self.token):
-            return Response("missing or wrong token\n", status=403, mimetype="text/plain")
-        if not http.origin_allowed(request.headers.get("Origin"), request.headers.get("Host"),
-                                   self.allowed_origins):
-            return Response("origin not allowed\n", status=403, mimetype="text/plain")
-        sid = request.args.get("sid")
-        if not sid:
-            return Response("missing ?sid=<session id or *>\n", status=400)
-        body = request.get_data(cache=False)
-        try:
-            msg = codec.decode(body)
-        except ProtocolError as e:
-            return Response(f"bad body: {e}\n", status=400, mimetype="text/plain")
-        targets = self.sessions if sid == "*" else [s for s in self.sessions if s.id == sid]
-        if sid != "*" and not targets:
-            return Response(f"no session {sid}\n", status=404, mimetype="text/plain")
-        payload = codec.encode(msg)
-        delivered = 0
-        for s in targets:
-            try:
-                s._send_encoded(payload, msg)
-                delivered += 1
-            except SessionClosed:
-                pass
-        return Response(f'{{"delivered": {delivered}}}', mimetype="application/json")
-
-    def _serve_websocket(self, ws: Any) -> None:
-        from ..transport import ConnectionClosed, WebSocketConnection
-
-        sock = ws.sock
-        ws.connected = False  # from here on our transport owns the socket
-        if self.send_timeout and hasattr(socket, "SO_SNDTIMEO"):
-            sec = int(self.send_timeout)
-            usec = int((self.send_timeout - sec) * 1e6)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
-            except OSError:
-                pass
-        conn = WebSocketConnection(sock, is_server=True,
-                                   max_message_size=self.WEBSOCKET_MAX_SIZE,
-                                   inbound_budget=self._inbound_budget)
-        session = VuerSession(self, conn, str(uuid.uuid4()), request.environ)
-        with self._lock:
-            self._sessions[session.id] = session
-            self._session_cv.notify_all()
-        self.scene._join(session)  # the current shared scene first, then live updates
-        logger.info("session %s connected from %s", session.id, session.remote_addr)
-        for cb in self._on_connect:
-            session._handlers.submit(cb, session)
-        bind_queue = None
-        if self._bind_fn is not None:
-            import queue
-
-            bind_queue = queue.SimpleQueue()
-            session._bind_queue = bind_queue
-            session._threads.append(
-                start_thread(self._run_bind, f"vuer-bind:{session.id[:8]}", session, bind_queue))
-        why = "client disconnected"
-        try:
-            while True:
-                session._on_message(conn.receive())
-        except ConnectionClosed as e:
-            why = f"client closed the connection ({e.code}{' ' + e.reason if e.reason else ''})"
-        except OSError as e:
-            why = f"connection lost: {e}"
-        except Exception:
-            logger.exception("session %s: reader failed", session.id)
-            why = "reader error"
-        finally:
-            self.scene._leave(session)
-            if self._rtc is not None:
-                self._rtc.leave(session)
-            session._on_disconnect(why)
-            if bind_queue is not None:
-                bind_queue.put(None)
-            session._sender.join(2.0)
-            conn.abort()
-            session._join_tasks(1.0)
-            for cb in self._on_disconnect:
-                session._handlers.submit(cb, session)
-            self._count_ended(session)
-            with self._lock:
-                self._sessions.pop(session.id, None)
-                # joined by stop() if still running then (spawn functions, handlers, tasks)
-                self._threads.extend(t for t in session._threads_to_join() if t.is_alive())
-                self._threads = [t for t in self._threads if t.is_alive()]
-                self._session_cv.notify_all()
-            logger.info("session %s ended: %s", session.id, why)
-
-    # -- inbound dispatch (reader thread: never runs user code) ----------------------------
-
-    def _dispatch(self, session: VuerSession, ev: ClientEvent) -> None:
-        et = ev.etype
-        if session._rpc.resolve(et, ev):
-            _hand_over_gil()
-            return
-        if et == INIT and session.init is None:
-            session.init = ev
-            with self._lock:
-                self._session_cv.notify_all()
-            self._start_spawn(session, ev)
-        session._remember(ev)  # before waking till(): the event is in the buffer by then
-        woke = session._till.resolve(et, ev)
-        if et == "CAMERA_MOVE":
-            session.camera._on_move(ev)
-        elif et == "RTC":
-            self.rtc.on_event(session, ev)
-        if session._key_handlers:
-            hook = session._key_handlers.get((et, getattr(ev, "key", None)))
-            if hook is not None:
-                session._handlers.submit(hook, ev)
-        if et not in self._handlers:  # no handler: skip the lock (a dict read is atomic)
-            todo = ()
-        else:
-            with self._lock:
-                hs = self._handlers.get(et)
-                todo = []
-                if hs:
-                    for hid, (fn, once) in list(hs.items()):
-                        todo.append(fn)
-                        if once:
-                            del hs[hid]
-                    if not hs:
-                        del self._handlers[et]
-        for fn in todo:
-            session._handlers.submit(fn, ev, session)
-        if session._bind_queue is not None:
-            session._bind_queue.put(ev)
-        if woke:
-            _hand_over_gil()
-
-    def _start_spawn(self, session: VuerSession, init: ClientEvent) -> None:
-        info = init.value if isinstance(init.value, dict) else {}
-        matches = [fn for fn, filters in self._spawns if _matches(init, filters)]
-        if not matches:
-            return
-        if len(matches) > 1:
-            logger.warning("several spawn functions match %s; running the first (%s)",
-                           info, getattr(matches[0], "__qualname__", matches[0]))
-        t = start_thread(self._run_spawn, f"vuer-spawn:{session.id[:8]}", matches[0], session)
-        session._threads.append(t)
-
-    def _run_spawn(self, fn: Callable[[VuerSession], Any], session: VuerSession) -> None:
-        try:
-            fn(session)
-        except SessionClosed as e:
-            logger.debug("spawn function ended: %s", e)
-            return
-        except Exception:
-            logger.exception("spawn function %s raised; closing session %s with 1011",
-                             getattr(fn, "__qualname__", fn), session.id)
-            session._begin_close(1011, "server error", drain=True)
-            return
-        session.close(1000, "")
-
-    def _run_bind(self, session: VuerSession, inbox: Any) -> None:
-        assert self._bind_fn is not None
-        gen = self._bind_fn(session)
-        try:
-            out = next(gen)
-            while True:
-                while isinstance(out, Frame):
-                    session.send(out.data)
-                    if session.wait_closed(1.0 / max(out.frame_rate, 1e-3)):
-                        return
-                    out = gen.send(NullEvent())
-                if isinstance(out, ServerEvent):
-                    session.send(out)
-                ev = inbox.get()
-                if ev is None:
-                    return
-                out = gen.send(ev)
-        except (StopIteration, SessionClosed):
-            return
-        except Exception:
-            logger.exception("bind generator raised; closing session %s", session.id)
-            session._begin_close(1011, "server error", drain=True)
-        finally:
-            gen.close()
-

@@ -49,10 +49,12 @@ class CameraHandle:
         self.matrix: Optional[List[float]] = None
         self.raw: Dict[str, Any] = {}
 
-    def _on_move(self, ev: ClientEvent) -> None:
-        """Reader thread: store the new state; callbacks go to the handler thread."""
-        value = ev.value if isinstance(ev.value, dict) else {}
-        cam = value.get("camera") if isinstance(value.get("camera"), dict) else value
+    def on_move(self, ev: ClientEvent) -> None:
+        """A ``CAMERA_MOVE`` event (the session's dispatcher calls this on the reader thread):
+        store the new state; callbacks go to the handler thread."""
+        value: Dict[str, Any] = ev.value if isinstance(ev.value, dict) else {}
+        inner = value.get("camera")
+        cam: Dict[str, Any] = inner if isinstance(inner, dict) else value
         try:
             state = _parse_camera(cam)
         except (TypeError, ValueError) as e:
@@ -65,7 +67,7 @@ class CameraHandle:
             self.updates += 1
             self._lock.notify_all()
         for cb in list(self._callbacks):
-            self._session._handlers.submit(cb, self)
+            self._session.core.submit(cb, self)
 
     def on_update(self, fn: Callable[[CameraHandle], Any]) -> Callable[[CameraHandle], Any]:
         """Call ``fn(camera)`` (on the session's handler thread) after every camera move."""
@@ -165,11 +167,12 @@ class NotificationHandle:
         self.auto_close = auto_close
         self.color = color
         self._ready = True
-        session._key_handlers[("CLICK", f"{self.key}-close")] = lambda ev: self.remove()
-        if with_close_button and not session._dismiss_installed:
+        core = session.core
+        core.on_key("CLICK", f"{self.key}-close", lambda ev: self.remove())
+        if with_close_button and not core.dismiss_installed:
             # the web client's Button does not send CLICK (client 0.0.102): dismiss in the page
             run_javascript(session, _DISMISS_JS)
-            session._dismiss_installed = True
+            core.dismiss_installed = True
         session.add(self._element(), to="htmlChildren")
         self._arm_auto_close()
 
@@ -222,7 +225,7 @@ class NotificationHandle:
         if self._removed:
             return
         object.__setattr__(self, "_removed", True)
-        self._session._key_handlers.pop(("CLICK", f"{self.key}-close"), None)
+        self._session.core.drop_key("CLICK", f"{self.key}-close")
         if not self._session.closed:
             self._session.remove @ self.key
 

@@ -4,7 +4,6 @@ and the gate every websocket upgrade passes (Origin allow-list, optional token).
 from __future__ import annotations
 
 import hmac
-import importlib.util
 import ipaddress
 import json
 import logging
@@ -16,6 +15,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 from flask import Response, request, send_file
 from werkzeug.security import safe_join
+
+from ..webclient import client_build_dir
 
 logger = logging.getLogger("vuer_sync.http")
 
@@ -40,22 +41,6 @@ _ROBOTICS_TYPES = {
     ".yml": "application/x-yaml", ".js": "text/javascript", ".mjs": "text/javascript",
     ".css": "text/css", ".wasm": "application/wasm",
 }
-
-
-def client_build_dir() -> Optional[Path]:
-    """The Vuer web client shipped in the installed ``vuer`` wheel, found without importing
-    ``vuer`` (which pulls in asyncio servers and reads env vars at import)."""
-    try:
-        spec = importlib.util.find_spec("vuer")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "client_build"
-        if (p / "index.html").is_file():
-            return p
-    return None
 
 
 def safe_path(root: Path, filename: str) -> Optional[Path]:

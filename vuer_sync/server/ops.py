@@ -15,8 +15,8 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import codec
+from ..coalesce import MergeInfo, node_merge_info
 from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
-from ..outbox import MergeInfo, one_node_props
 from ..schemas import Element, Scene, scene_for_set
 
 __all__ = ["At", "SceneOps", "check_scene", "encode_event", "message_of", "node_message",
@@ -151,14 +151,11 @@ def node_message(etype: str, element: Element) -> Tuple[Dict[str, Any], Any, Mer
     node = element.serialize()
     data = {"nodes": [node], "to": None} if etype == "UPSERT" else {"nodes": [node]}
     ts = time.time()
-    msg = {"ts": int(ts * 1000), "data": data, "strict": False, "etype": etype}
+    msg: Dict[str, Any] = {"ts": int(ts * 1000), "data": data, "strict": False, "etype": etype}
     # packed with ts in integer ms as codec.encode does, without its copy of the map
     payload = codec.pack(msg) if codec.large_seen() == seen else codec.encode_parts(msg)
     msg["ts"] = ts  # the map keeps float seconds, as an event's serialize() gives
-    key = node.get("key")
-    if type(key) is str and "children" not in node:
-        return msg, payload, ((etype, (key,)), one_node_props(node))
-    return msg, payload, (None, None)
+    return msg, payload, node_merge_info(etype, node)
 
 
 def encode_event(event: ServerEvent, msg: Dict[str, Any]) -> Any:

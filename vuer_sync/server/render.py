@@ -15,8 +15,8 @@ which it never releases. So there is one helper camera per ``(width, height, fov
 depth)`` configuration, kept mounted and reused (only its pose changes between calls), at
 most :data:`MAX_RENDER_CAMERAS` per session. A ``SET`` replaces the scene lists and with them
 the helpers; re-adding one costs a new context, and Chrome drops the page's oldest context -
-the user's own view - beyond 16 (:func:`keep_render_cameras` avoids that when the session
-calls it for ``SET``).
+the user's own view - beyond 16 (:func:`keep_render_cameras` avoids that: this module
+registers it with the session's core as a ``SET`` hook once it placed a helper camera).
 
 The request travels behind every scene message sent before the call (one ordered outbox), and
 the call waits ``settle`` seconds after the last message was written so the browser has drawn
@@ -28,6 +28,7 @@ the scene is not slowed down.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -58,7 +59,7 @@ _MOUNT_TTL = 1.0  # first request after adding a responder element: retried at t
 
 
 class RenderState:
-    """What this module remembers about one session (``session._render_state``)."""
+    """What this module remembers about one session (``session.core.render_state``)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -70,19 +71,20 @@ class RenderState:
 
 
 def _state(session: VuerSession) -> RenderState:
-    return session._render_state
+    return session.core.render_state
 
 
 def keep_render_cameras(session: VuerSession, msg: Dict[str, Any]) -> Dict[str, Any]:
-    """Carry the helper cameras of ``get_render`` over a ``SET`` (for ``VuerSession.send``,
-    called with the wire map just before it is queued, which starts the next scene epoch).
+    """Carry the helper cameras of ``get_render`` over a ``SET`` (a ``SET`` hook of the
+    session's core, called with the wire map just before it is queued, which starts the next
+    scene epoch).
 
     A ``SET`` replaces every scene list, which unmounts the helpers; re-adding one later
     costs the page a WebGL context that the web client never frees. Appending them (same
     key, same props) to the new scene's ``rawChildren`` keeps them mounted. ``msg`` is
     changed in place and returned; helpers the scene already lists are left alone.
     """
-    st = session._render_state
+    st = _state(session)
     data = msg.get("data")
     if msg.get("etype") != "SET" or not isinstance(data, dict):
         return msg
@@ -96,7 +98,7 @@ def keep_render_cameras(session: VuerSession, msg: Dict[str, Any]) -> Dict[str, 
         for key, props in st.camera_props.items():
             if key not in present:
                 raw.append(CameraView(key=key, **props).serialize())
-            st.camera_epoch[key] = session._scene_epoch + 1  # the SET's epoch
+            st.camera_epoch[key] = session.core.scene_epoch + 1  # the SET's epoch
         data["rawChildren"] = raw
     return msg
 
@@ -189,28 +191,23 @@ def _field(ev: Any, what: str) -> Any:
     return value.get(what)
 
 
-def _written(session: VuerSession) -> int:
-    """How many frames the session's sender has written so far."""
-    return int(session._outbox.snapshot_stats()["sent"])
-
-
 def _settle(session: VuerSession, settle: float, deadline: float) -> int:
     """Wait until what was sent is written, then until ``settle`` s after the last write,
     unless nothing was written since the last answered frame; return the written count."""
     session.flush(max(0.0, deadline - time.monotonic()))
-    written = _written(session)
+    written = session.core.written()
     if _state(session).quiet_at == written:
         return written  # the last frame already showed everything sent so far
-    wait = session._last_write + settle - time.monotonic()
+    wait = session.core.last_write + settle - time.monotonic()
     if wait > 0:
-        session._closed.wait(wait)
+        session.wait_closed(wait)
     return written
 
 
 def _answered(session: VuerSession, written: int) -> None:
     """After an answer: remember the written count if our request was the only frame written
     since the settle (then the next call may skip the wait); forget it otherwise."""
-    now = _written(session)
+    now = session.core.written()
     _state(session).quiet_at = now if now == written + 1 else None
 
 
@@ -259,7 +256,7 @@ def _place_camera(session: VuerSession, w: int, h: int, fov: float, near: float,
             renderDepth=depth, downsample=1, showCamera=False, showFrustum=False,
             monitor=False, position=position, rotation=rotation,
         )
-        epoch = session._scene_epoch
+        epoch = session.core.scene_epoch
         mounted = st.camera_epoch.get(key) == epoch
         if mounted and st.camera_props.get(key) == props:
             return key, True
@@ -270,6 +267,8 @@ def _place_camera(session: VuerSession, w: int, h: int, fov: float, near: float,
                     "session %s: get_render re-added its off-screen camera %d times after "
                     "SETs; each costs the page a WebGL context and Chrome drops the user's "
                     "own view past 16", session.id, st.remounts)
+        if not st.camera_props:  # the first helper: keep the helpers mounted across SETs
+            session.core.add_set_hook(functools.partial(keep_render_cameras, session))
         session.upsert(CameraView(key=key, **props), to="rawChildren")
         st.camera_props[key] = props
         st.camera_epoch[key] = epoch
@@ -293,40 +292,12 @@ def get_render(
     timeout: float = 10.0,
     settle: float = 0.05,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-    """Block until the browser renders a frame; return it as ``uint8`` ``(H, W, 3)``.
-
-    (``session.get_render(...)``; this function is that method.)
-
-    Without a camera pose the frame is the main canvas, exactly what the user sees
-    (``downsample`` divides its size; ``width``/``height`` rescale it). A ``GrabRender``
-    element is added to the scene if this session has none yet.
-
-    With ``position`` (and ``wxyz`` as ``(w, x, y, z)``, or ``look_at`` a point), ``fov``
-    (vertical, degrees) and ``width``/``height``, an off-screen ``CameraView`` renders
-    from that pose: **the user's own view does not move** (the helper camera shows no
-    gizmo, frustum or preview in the canvas). ``depth=True`` also returns the depth frame
-    the web client sends, as ``(rgb, depth)``: ``(H, W)`` ``uint8`` from a JPEG,
-    ``255 * (1 - (z - near) / (far - near))`` for a point ``z`` in front of the camera
-    (0 where nothing was drawn), so pass a tight ``near``/``far``. There is one helper
-    camera per ``(width, height, fov, near, far, depth)`` combination, at most
-    :data:`MAX_RENDER_CAMERAS` per session (``RuntimeError`` beyond): the browser spends
-    a WebGL context on each.
-
-    The frame reflects every scene message sent before the call: the request travels
-    behind them, and the call waits ``settle`` s after the last one was written so the
-    browser has drawn it (skipped when nothing was written since the previous frame).
-    Raises :class:`~vuer_sync.errors.RPCTimeout` if no frame comes within ``timeout`` s,
-    :class:`~vuer_sync.errors.SessionClosed` if the browser leaves, ``ValueError`` naming
-    what arrived if it is not a JPEG.
-
-    Example (needs a browser on the session)::
-
-        rgb = session.get_render()                                   # the user's view
-        rgb = session.get_render(640, 480, position=[2, 1, 2], look_at=[0, 0, 0], fov=60)
-    """
+    """:meth:`VuerSession.get_render <vuer_sync.server.session.VuerSession.get_render>`
+    (documented there)."""
     from ..schemas import GrabRender as GrabRenderElement
 
-    session._no_atomic("get_render()")
+    core = session.core
+    core.no_atomic("get_render()")
     deadline = time.monotonic() + timeout
     posed = position is not None or wxyz is not None or look_at is not None or fov is not None
     if posed or depth:
@@ -345,10 +316,10 @@ def get_render(
             d = decode_jpeg(_field(ev, "depthFrame"), "depthFrame", mode="L")
             return rgb, d
         return rgb
-    mounted = session._grab_render_epoch == session._scene_epoch
+    mounted = core.grab_render_epoch == core.scene_epoch
     if not mounted:
         session.upsert @ GrabRenderElement()  # Vuer's grab_render times out without it
-        session._grab_render_epoch = session._scene_epoch
+        core.grab_render_epoch = core.scene_epoch
     written = _settle(session, settle, deadline)
     ev = _request(session, {"quality": quality, "downsample": downsample}, mounted, deadline,
                   timeout)
@@ -357,6 +328,6 @@ def get_render(
     if width is not None and height is not None and rgb.shape[:2] != (height, width):
         from PIL import Image
 
-        rgb = np.asarray(Image.fromarray(rgb).resize((int(width), int(height)),
-                                                     Image.BILINEAR))
+        bilinear = getattr(Image, "Resampling", Image).BILINEAR  # Pillow >= 9.1: Resampling
+        rgb = np.asarray(Image.fromarray(rgb).resize((int(width), int(height)), bilinear))
     return rgb

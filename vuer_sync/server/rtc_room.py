@@ -110,17 +110,17 @@ class RtcRoom:
                                                  self._roots(graph), graph))
             self._mirrored = True
             return
-        touched: Set[str] = {op.get("key") for op in ops if isinstance(op.get("key"), str)}
+        touched: Set[str] = {k for k in (op.get("key") for op in ops) if isinstance(k, str)}
         updates = []
         for key in sorted(touched):
             node = graph.nodes.get(key)
-            if node is not None:
+            if node is not None and not node.deleted:
                 updates.append({"key": key, **_props(node.properties)})
         if updates:
             self._app.scene.update(updates)
 
     def _roots(self, graph: Any) -> List[str]:
-        return [k for k, n in graph.nodes.items() if not n.parent or n.parent not in graph.nodes]
+        return list(graph.roots())  # live nodes only: tombstones stay in graph.nodes
 
     def _element(self, key: str, tag: str, props: Dict[str, Any], children: Iterable[str],
                  graph: Any) -> Dict[str, Any]:

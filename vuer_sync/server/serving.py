@@ -88,9 +88,9 @@ class _HeadReader(io.RawIOBase):
                 raise TimeoutError("the request head did not arrive in time")
             self.sock.settimeout(min(left, self.idle_timeout))
         n = self.raw.readinto(b)
-        if not n:
+        if not n:  # 0 at EOF (None only for non-blocking sockets, which these are not)
             self.eof = True
-        return n  # type: ignore[no-any-return]
+        return n or 0
 
     def close(self) -> None:
         self.raw.close()
@@ -183,7 +183,8 @@ class HttpServer:
         # every accepted connection's thread and socket, until the thread is done with it
         self._open: Dict[threading.Thread, socket.socket] = {}
         self._open_lock = threading.Lock()
-        serve_one = srv.process_request_thread  # closes the socket at the end
+        # ThreadingMixIn's per-connection body (it closes the socket at the end)
+        serve_one = srv.process_request_thread  # type: ignore[attr-defined]
 
         def serve(request: socket.socket, client_address: Any) -> None:
             try:
@@ -204,7 +205,7 @@ class HttpServer:
                 self._open[t] = request
             t.start()
 
-        srv.process_request = process_request  # type: ignore[method-assign]
+        srv.process_request = process_request  # type: ignore[method-assign, assignment]
         self._srv = srv
         self.host = host
         self.port: int = srv.socket.getsockname()[1]

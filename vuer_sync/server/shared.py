@@ -20,10 +20,10 @@ import msgpack
 
 from .. import codec
 from .._threads import GroupLocal, held_group
+from ..coalesce import MergeInfo, merge_info
 from ..errors import SessionClosed
 from ..events import ServerEvent, Set
-from ..outbox import MergeInfo, merge_info
-from ..scene import SceneGraph
+from ..scene import SceneMirror
 from .ops import SceneOps, encode_event, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +36,7 @@ __all__ = ["SharedScene"]
 
 class SharedScene(SceneOps):
     """The same operations as a session (``set/add/upsert/update/remove @ ...``), applied to
-    every connected client and kept in a server-side :class:`~vuer_sync.scene.SceneGraph`.
+    every connected client and kept in a server-side :class:`~vuer_sync.scene.SceneMirror`.
 
     A client that connects later (or reloads its page) first receives the current scene as
     one ``SET``, then the live updates. The cost of a late join is proportional to the
@@ -57,7 +57,7 @@ class SharedScene(SceneOps):
         self._atomic = GroupLocal()
         self._subscribers: List[VuerSession] = []
         self._recorders: List[Any] = []
-        self.graph = SceneGraph()
+        self.graph = SceneMirror()
 
     def send(self, event: ServerEvent, exclude: Optional[VuerSession] = None) -> None:
         """Broadcast one event (scene events are also applied to the shared graph).
@@ -69,21 +69,22 @@ class SharedScene(SceneOps):
         if msg["etype"] == "NOOP":
             return
         rk = getattr(event, "redundancy_key", None)
-        self._broadcast_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None,
-                                exclude)
+        self.send_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None, exclude)
 
     def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
-        self._broadcast_encoded(payload, msg, info=info)  # `upsert @ element`: ops.node_message
+        self.send_encoded(payload, msg, info=info)  # `upsert @ element`: ops.node_message
 
-    def _broadcast_encoded(self, payload: bytes, msg: Dict[str, Any],
-                           rkey: Optional[str] = None, exclude: Optional[VuerSession] = None,
-                           info: Optional[MergeInfo] = None) -> None:
+    def send_encoded(self, payload: Any, msg: Dict[str, Any], rkey: Optional[str] = None,
+                     exclude: Optional[VuerSession] = None,
+                     info: Optional[MergeInfo] = None) -> None:
+        """Broadcast an already-encoded frame as it is (``msg``: its map), applied to the
+        shared graph first (recordings played back use this; so does :meth:`send`)."""
         decoded = codec.unpack(payload)  # the graph holds what clients got (float32, ...)
         group = self._atomic.group
         with self._lock:
             self.graph.apply(decoded)
             for rec in self._recorders:
-                rec._on_message(payload, decoded)
+                rec.on_outbound(payload, decoded)
             if group is not None:
                 group.append((payload, exclude))
                 return
@@ -92,7 +93,7 @@ class SharedScene(SceneOps):
             for s in self._subscribers:
                 if s is not exclude:
                     try:
-                        s._send_encoded(payload, msg, rkey, info)
+                        s.core.send_encoded(payload, msg, rkey, info)
                     except SessionClosed:
                         pass  # that client is leaving; the others go on
 
@@ -105,7 +106,7 @@ class SharedScene(SceneOps):
         with self._lock:
             for s in self._subscribers:
                 try:
-                    s._push_group([p for p, ex in group if ex is not s])
+                    s.core.push_group([p for p, ex in group if ex is not s])
                 except SessionClosed:
                     pass  # that client is leaving; the others go on
 
@@ -152,7 +153,7 @@ class SharedScene(SceneOps):
         with self._lock:  # snapshot and live feed under one lock: nothing lost or doubled
             if self.graph.used:
                 msg = Set(self.graph.snapshot()).serialize()
-                rec._on_message(codec.encode(msg), msg)
+                rec.on_outbound(codec.encode(msg), msg)
             self._recorders.append(rec)
 
         def detach() -> None:
@@ -160,17 +161,17 @@ class SharedScene(SceneOps):
                 if rec in self._recorders:
                     self._recorders.remove(rec)
 
-        rec._detach = detach
+        rec.attach(detach)
         return rec
 
-    def _stop_recordings(self) -> None:
+    def stop_recordings(self) -> None:
         """Finish the streamed recordings of the shared scene (``Vuer.stop()`` calls this):
         pending records and the end record written, the files closed, the writer threads
         ended. In-memory recordings go on, as before."""
         with self._lock:
             streamed = [r for r in self._recorders if r.path is not None]
         for rec in streamed:
-            rec._finish()
+            rec.finish()
 
     def snapshot(self) -> Dict[str, Any]:
         """The current shared scene as ``SET`` data."""
@@ -180,14 +181,16 @@ class SharedScene(SceneOps):
 
     # -- membership (called by the server) ------------------------------------------------
 
-    def _join(self, session: VuerSession) -> None:
+    def join(self, session: VuerSession) -> None:
+        """A client connected: the current scene first (one ``SET``), then live updates."""
         with self._lock:
             if self.graph.used:
                 msg = Set(self.graph.snapshot()).serialize()
-                session._send_encoded(codec.encode_parts(msg), msg)
+                session.core.send_encoded(codec.encode_parts(msg), msg)
             self._subscribers.append(session)
 
-    def _leave(self, session: VuerSession) -> None:
+    def leave(self, session: VuerSession) -> None:
+        """A client disconnected."""
         with self._lock:
             try:
                 self._subscribers.remove(session)

@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Ty
 
 import numpy as np
 
+from ..coalesce import MergeInfo
 from ..errors import RPCTimeout, SessionClosed
 from ..events import ClientEvent, ServerEvent, ServerRPC
-from ..outbox import MergeInfo
 from ..rpc import format_seconds
 from .ops import SceneOps
+from .registry import matches
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Vuer
@@ -61,8 +62,7 @@ T = TypeVar("T")
 
 def _usable(session: VuerSession) -> bool:
     """Connected, past its INIT, and still accepting messages."""
-    return (session.init is not None and not session.closed
-            and session._outbox.closed is None)
+    return session.init is not None and not session.closed and session.core.accepting()
 
 
 class CurrentViewer(SceneOps):
@@ -112,13 +112,10 @@ class CurrentViewer(SceneOps):
     # -- which session ----------------------------------------------------------------------
 
     def _newest(self, exclude: List[VuerSession]) -> Optional[VuerSession]:
-        from .app import _matches
-
-        app = self._app
-        with app._lock:
-            candidates = list(app._sessions.values())
+        candidates = self._app.sessions
         for s in reversed(candidates):  # connection order: the last one is the newest
-            if s not in exclude and _usable(s) and _matches(s.init, self.filters):
+            if (s not in exclude and _usable(s) and s.init is not None
+                    and matches(s.init, self.filters)):
                 return s
         return None
 
@@ -138,7 +135,7 @@ class CurrentViewer(SceneOps):
     def _await(self, what: str, deadline: float, limit: float, exclude: List[VuerSession],
                left: Optional[SessionClosed]) -> VuerSession:
         """The newest usable matching session, waiting until ``deadline`` for one."""
-        cv = self._app._session_cv
+        cv = self._app.connections.cv
         with cv:
             while True:
                 self._check_running()
@@ -213,8 +210,8 @@ class CurrentViewer(SceneOps):
         self._call("send()", lambda s, _: s.send(event), None)
 
     def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
-        self._call(msg["etype"].lower(), lambda s, _: s._send_node_message(msg, payload, info),
-                   None)
+        self._call(msg["etype"].lower(),
+                   lambda s, _: s.core.send_encoded(payload, msg, None, info), None)
 
     def flush(self, timeout: Optional[float] = 10.0) -> None:
         """Block until the current viewer has been written everything sent to it so far
@@ -244,7 +241,8 @@ class CurrentViewer(SceneOps):
         from the current viewer; if it leaves mid-call, from the next one, all within
         ``timeout``. Needs a client that renders: follow ``client="browser"``."""
         return self._call("get_render()",
-                          lambda s, t: s.get_render(*args, timeout=t, **kwargs), timeout)
+                          lambda s, t: s.get_render(*args, timeout=timeout if t is None else t,
+                                                    **kwargs), timeout)
 
     def till(self, etype: str, timeout: Optional[float] = None) -> ClientEvent:
         """The next ``etype`` event from the current viewer (from the next one if it leaves

@@ -5,6 +5,11 @@ threads call :meth:`~WebSocketConnection.send`, :meth:`~WebSocketConnection.send
 :meth:`~WebSocketConnection.ping`, :meth:`~WebSocketConnection.close` and
 :meth:`~WebSocketConnection.abort`.
 
+This is the socket shell around :class:`~vuer_sync.transport.protocol.Protocol`, which holds the
+protocol state (the close handshake, fragment assembly, limits, the inbound budget, queued control
+frames). The shell moves bytes: it reads headers and payloads (large ones straight into pooled
+buffers) and hands them to the protocol object, and it writes what the protocol object encodes.
+
 Every byte written goes through one lock, and a frame is always written whole, so control frames
 never land inside a data frame. Control frames (pong replies, pings, close) are put on a small
 queue and written by whichever thread holds the lock: the reader never blocks behind a large send
@@ -13,46 +18,32 @@ to answer a ping, and a pong can go out between the fragments of a large fragmen
 
 from __future__ import annotations
 
-import codecs
-import collections
 import logging
 import os
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
-from typing import Any, Deque, Iterable, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
-from . import ConnectionClosed
 from .budget import InboundBudget
+from .exceptions import ConnectionClosed, FrameError
 from .frames import (
-    _H4,
     _SMALL_MASK,
     CLOSE_ABNORMAL,
-    CLOSE_INVALID_PAYLOAD,
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_NO_STATUS,
     CLOSE_NORMAL,
-    MAX_CONTROL_PAYLOAD,
+    CLOSE_TRY_AGAIN_LATER,  # noqa: F401 - importable from here, as before
     OP_BINARY,
-    OP_CLOSE,
-    OP_CONTINUATION,
-    OP_PING,
-    OP_PONG,
     OP_TEXT,
-    FrameError,
     FrameHeader,
+    _byte_view,
     _xor_small,
     apply_mask,
-    encode_close_payload,
-    encode_header,
     mask_bytes,
-    parse_close_payload,
     parse_header,
-    truncate_reason,
 )
+from .protocol import Close, Ping, Pong, Protocol, State
 
 __all__ = ["RECEIVE_POOL", "BufferPool", "WebSocketConnection"]
 
@@ -75,12 +66,6 @@ IOV_BATCH = max(2, min(512, _IOV_MAX))
 #: measures plain ``sendall`` both ways; row 5 of ``benchmarks/run.py`` the server).
 WRITE_CHUNK = 512 * 1024
 
-# Payloads up to this size are copied next to their header (one buffer instead of two): cheaper
-# than an extra iovec, and lets send_many pack thousands of small messages into a few buffers.
-_COALESCE = 2048
-# headers of unmasked, final binary frames of fewer than 126 bytes, by length (the server's
-# small-message fast path in send_many)
-_SMALL_BINARY_HEADERS = tuple(bytes((0x80 | OP_BINARY, n)) for n in range(126))
 # While receiving a large masked payload, unmask every time this much new data has arrived, so the
 # bytes are still in cache (instead of one pass over the whole message at the end).
 _UNMASK_CHUNK = 256 * 1024
@@ -89,19 +74,11 @@ _HAVE_POLL = hasattr(select, "poll")
 _POLLIN = getattr(select, "POLLIN", 1)
 _POLLOUT = getattr(select, "POLLOUT", 4)
 
-_PENDING_CONTROL = 0
-_PENDING_CLOSE = 1
-_PENDING_PONG = 2  # the latest pong (one slot: only the latest ping needs an answer)
-
-#: Close code when the inbound budget is exhausted ("try again later").
-CLOSE_TRY_AGAIN_LATER = 1013
 #: A large payload is read into buffers that grow with what has arrived: the first holds
 #: this much, each next one as much as has arrived so far, up to ``_MAX_STEP``. A header that
 #: declares 200 MiB and sends 10 bytes costs ``_FIRST_STEP``, not 200 MiB.
 _FIRST_STEP = 1 << 20
 _MAX_STEP = 16 << 20
-
-_U16 = struct.Struct("!H")
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -171,15 +148,6 @@ class _Lost(Exception):
     """The transport failed while reading (EOF or socket error): close code 1006."""
 
 
-def _byte_view(data: Any) -> memoryview:
-    mv = memoryview(data)
-    if not mv.c_contiguous:
-        raise TypeError("a C-contiguous buffer is required")
-    if mv.format != "B" or mv.ndim != 1:
-        mv = mv.cast("B")
-    return mv
-
-
 def _pieces(buf: Buffer, limit: int) -> List[Buffer]:
     """``buf`` itself, or views of it of at most ``limit`` bytes each."""
     n = len(buf)
@@ -233,16 +201,20 @@ class WebSocketConnection:
     ) -> None:
         if read_size < 16:
             raise ValueError("read_size must be at least 16")
-        if fragment_size < 1:
-            raise ValueError("fragment_size must be positive")
         if write_chunk < 1:
             raise ValueError("write_chunk must be positive")
         self._write_chunk = int(write_chunk)
         self._sock = sock
         self._is_server = bool(is_server)
-        self._max_message_size = max_message_size
+        #: the connection's protocol state: close handshake, fragments, limits, control frames
+        self._protocol = Protocol(
+            is_server=is_server,
+            max_message_size=max_message_size,
+            fragment_size=fragment_size,
+            inbound_budget=inbound_budget,
+        )
+        self._max_message_size = max_message_size  # for the fast path (_buffered_small_binary)
         self._read_size = int(read_size)
-        self._fragment_size = int(fragment_size)
         self._is_ssl = isinstance(sock, ssl.SSLSocket)
         self._use_sendmsg = hasattr(sock, "sendmsg") and not self._is_ssl
 
@@ -262,12 +234,8 @@ class WebSocketConnection:
             except OSError:  # pragma: no cover - not a TCP socket after all
                 pass
 
-        self._send_lock = threading.Lock()
-        self._recv_lock = threading.Lock()
-        self._state_lock = threading.Lock()
-        self._pending: Deque[Tuple[int, bytes]] = collections.deque()
-        self._pong: Optional[bytes] = None  # the pong to send (_PENDING_PONG marks its turn)
-        self._budget = inbound_budget
+        self._send_lock = threading.Lock()  # every write
+        self._recv_lock = threading.Lock()  # one reader at a time
 
         # read side (only touched by the thread holding _recv_lock)
         self._buf = bytearray(initial_data)
@@ -275,17 +243,6 @@ class WebSocketConnection:
         self._scratch = bytearray(self._read_size)
         self._scratch_mv = memoryview(self._scratch)
         self._recv_exc: Optional[ConnectionClosed] = None
-
-        # close bookkeeping (written under _state_lock or _send_lock, read anywhere)
-        self._close_queued = False  # a close frame is queued or sent: no more data frames
-        self._close_sent = False
-        self._close_received = False
-        self._failed = False  # this side failed the connection (1002/1007/1009)
-        self._lost = False  # EOF or read error without a close handshake
-        self._aborted = False
-        self._write_broken = False  # a write raised: the stream may be cut mid-frame
-        self._close_code: Optional[int] = None
-        self._close_reason = ""
 
         # statistics
         now = time.monotonic()
@@ -313,24 +270,24 @@ class WebSocketConnection:
     def closed(self) -> bool:
         """True once no more data can be sent: a close frame was queued, sent or received, the
         connection failed or dropped, or :meth:`abort` was called."""
-        return (
-            self._close_queued
-            or self._close_received
-            or self._lost
-            or self._aborted
-            or self._write_broken
-        )
+        return self._protocol.closed
+
+    @property
+    def state(self) -> State:
+        """The protocol state: OPEN, CLOSING (a close frame queued, sent or received, or this
+        side failed the connection) or CLOSED."""
+        return self._protocol.state
 
     @property
     def close_code(self) -> Optional[int]:
         """None while open. Then: the peer's close code if its close frame arrived (1005 if it had
         none), else the code this side sent or failed with, else 1006 (dropped / aborted)."""
-        return self._close_code
+        return self._protocol.close_code
 
     @property
     def close_reason(self) -> str:
         """The reason text that goes with :attr:`close_code` ("" while open)."""
-        return self._close_reason
+        return self._protocol.close_reason
 
     @property
     def last_received(self) -> float:
@@ -371,7 +328,7 @@ class WebSocketConnection:
 
     def __repr__(self) -> str:
         role = "server" if self._is_server else "client"
-        state = "open" if not self.closed else f"closed({self._close_code})"
+        state = "open" if not self.closed else f"closed({self.close_code})"
         return f"<WebSocketConnection {role} {state}>"
 
     # ------------------------------------------------------------------ receiving
@@ -408,7 +365,18 @@ class WebSocketConnection:
     def _buffered_small_binary(self) -> Optional[bytes]:
         """The server's fast path: the next message if it is one small, masked, final binary
         frame (no RSV bits) already wholly in the read buffer, else ``None`` (and nothing is
-        consumed: :meth:`_receive_message` then reads it, with every check)."""
+        consumed: :meth:`_receive_message` then reads it, with every check).
+
+        It bypasses the protocol object on purpose: a small message is then a few byte
+        comparisons and one XOR, about twice as fast as header parsing plus two protocol
+        calls, and this is the server's hot path (thousands of small client messages per
+        second). It accepts only what :meth:`Protocol.receive_header` accepts between
+        messages -- FIN + binary opcode, no RSV bit, masked, within ``max_message_size`` --
+        and a single-frame binary message changes no protocol state. It runs only at the start
+        of :meth:`receive`, where no fragmented message is in progress: fragments are
+        assembled within one :meth:`_receive_message` call, and an error there ends the
+        connection (``_recv_exc``)."""
+        limit = self._max_message_size
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
@@ -427,7 +395,7 @@ class WebSocketConnection:
             if n > _SMALL_MASK:
                 return None
         end = pos + head + n
-        if end > len(buf) or (self._max_message_size is not None and n > self._max_message_size):
+        if end > len(buf) or (limit is not None and n > limit):
             return None
         key = bytes(buf[pos + head - 4 : pos + head])
         self._pos = end
@@ -435,97 +403,35 @@ class WebSocketConnection:
         return _xor_small(buf[pos + head : end], key) if n else b""
 
     def _receive_message(self) -> Union[bytes, str]:
-        held = [0]  # bytes of earlier fragments, reserved from the inbound budget
-        try:
-            return self._receive_fragments(held)
-        finally:
-            if held[0]:
-                self._budget.release(held[0])  # type: ignore[union-attr]
-
-    def _receive_fragments(self, held: List[int]) -> Union[bytes, str]:
-        msg_opcode: Optional[int] = None  # opcode of the fragmented message in progress
-        parts: List[Any] = []
-        total = 0
-        decoder: Any = None
-        limit = self._max_message_size
-        is_server = self._is_server
+        """Read frames until one completes a message; the protocol object checks every header
+        and assembles fragments, the payloads are read here (large ones straight into pooled
+        buffers). Pings are answered (the pong is queued by the protocol and written here)."""
+        protocol = self._protocol
         while True:
             h = self._read_header()
-            opcode = h.opcode
-            if h.rsv1 or h.rsv2 or h.rsv3:
-                raise FrameError("RSV bits set but no extension was negotiated")
-            if h.masked != is_server:
-                raise FrameError(
-                    "unmasked frame from the client"
-                    if is_server
-                    else "masked frame from the server"
-                )
-            if opcode >= 0x8:
-                self._receive_control(h)
-                continue
-            if opcode == OP_CONTINUATION:
-                if msg_opcode is None:
-                    raise FrameError("continuation frame without a message to continue")
-                kind = msg_opcode
-            elif opcode in (OP_BINARY, OP_TEXT):
-                if msg_opcode is not None:
-                    raise FrameError("new data frame while a fragmented message is in progress")
-                kind = opcode
-            else:
-                raise FrameError(f"reserved opcode 0x{opcode:x}")
-            total += h.payload_length
-            if limit is not None and total > limit:
-                raise FrameError(
-                    f"message exceeds the limit of {limit} bytes", CLOSE_MESSAGE_TOO_BIG
-                )
+            protocol.receive_header(h)
             payload = self._read_payload(h.payload_length, h.mask_key)
-
-            if h.fin and msg_opcode is None:  # single-frame message: the common case
+            event = protocol.receive_payload(h, payload)
+            if event is None:
+                continue
+            kind = type(event)
+            if kind is bytes or kind is str:
                 self._messages_received += 1
-                if kind == OP_BINARY:
-                    return payload if type(payload) is bytes else bytes(payload)
-                try:
-                    return str(payload, "utf-8")
-                except UnicodeDecodeError:
-                    raise FrameError("text message is not valid UTF-8", CLOSE_INVALID_PAYLOAD)
-
-            if self._budget is not None and not h.fin:  # held until the last fragment
-                if not self._budget.reserve(len(payload)):
-                    raise FrameError("server busy: inbound memory budget exhausted",
-                                     CLOSE_TRY_AGAIN_LATER)
-                held[0] += len(payload)
-            if kind == OP_TEXT:
-                if decoder is None:
-                    decoder = codecs.getincrementaldecoder("utf-8")()
-                try:  # fails as soon as a fragment contains an invalid sequence
-                    parts.append(decoder.decode(payload, h.fin))
-                except UnicodeDecodeError:
-                    raise FrameError("text message is not valid UTF-8", CLOSE_INVALID_PAYLOAD)
-            else:
-                parts.append(payload)
-            msg_opcode = kind
-            if h.fin:
-                self._messages_received += 1
-                return "".join(parts) if kind == OP_TEXT else b"".join(parts)
-
-    def _receive_control(self, h: FrameHeader) -> None:
-        opcode = h.opcode
-        if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
-            raise FrameError(f"reserved control opcode 0x{opcode:x}")
-        if not h.fin:
-            raise FrameError("fragmented control frame")
-        if h.payload_length > MAX_CONTROL_PAYLOAD:
-            raise FrameError("control frame payload longer than 125 bytes")
-        payload = self._read_payload(h.payload_length, h.mask_key)
-        if opcode == OP_PING:
-            if not self._close_queued:
-                self._queue_pong(self._control_frame(OP_PONG, payload))
-        elif opcode == OP_PONG:
-            self._last_pong = time.monotonic()
-            self._pongs_received += 1
-        else:
-            code, reason = parse_close_payload(payload)  # FrameError -> fail with 1002 / 1007
-            raise self._close_received_from_peer(code, reason)
+                return event  # type: ignore[return-value]
+            if kind is Ping:
+                # the pong; a writer holding the lock writes it when it lets go (a ping flood
+                # while a large message is stuck costs no more than a lookup per ping)
+                if protocol.has_control() and not self._send_lock.locked():
+                    self._flush_pending()
+            elif isinstance(event, Pong):
+                self._last_pong = time.monotonic()
+                self._pongs_received += 1
+            elif isinstance(event, Close):
+                logger.debug("websocket close frame received: %d %r", event.code, event.reason)
+                self._flush_pending()  # our reply, if it is ours to send
+                if protocol.take_eof():
+                    self._shutdown(socket.SHUT_WR)  # handshake complete
+                raise ConnectionClosed(event.code, event.reason)
 
     def _recv_into(self, view: memoryview) -> int:
         """One ``recv_into``; for TLS, serialised with writes and waiting outside the lock."""
@@ -545,18 +451,18 @@ class WebSocketConnection:
     def _wait(self, event: int) -> None:
         """Wait until the socket is ready for ``event`` (or has an error / was shut down)."""
         fd = self._sock.fileno()
-        if fd < 0 or self._aborted:
+        if fd < 0 or self._protocol.state is State.CLOSED:
             raise OSError("socket closed")
         if _HAVE_POLL:
             poller = select.poll()
             poller.register(fd, event)
             while not poller.poll(1000):  # wake up now and then to notice abort()
-                if self._aborted:
+                if self._protocol.state is State.CLOSED:
                     raise OSError("socket closed")
         else:  # pragma: no cover - platforms without poll()
             rlist, wlist = ([fd], []) if event == _POLLIN else ([], [fd])
             while not any(select.select(rlist, wlist, [fd], 1.0)):
-                if self._aborted:
+                if self._protocol.state is State.CLOSED:
                     raise OSError("socket closed")
 
     def _read_header(self) -> FrameHeader:
@@ -615,11 +521,8 @@ class WebSocketConnection:
         try:
             while got < n:
                 size = min(n - got, max(_FIRST_STEP, min(got, _MAX_STEP)))
-                if self._budget is not None:
-                    if not self._budget.reserve(size):
-                        raise FrameError("server busy: inbound memory budget exhausted",
-                                         CLOSE_TRY_AGAIN_LATER)
-                    reserved += size
+                self._protocol.reserve(size)  # FrameError (1013) when the budget is exhausted
+                reserved += size
                 buf = pool.get(size)
                 dst = memoryview(buf)[:size]
                 steps.append((buf, dst))
@@ -643,7 +546,7 @@ class WebSocketConnection:
                 dst.release()
                 pool.put(buf)
             if reserved:
-                self._budget.release(reserved)  # type: ignore[union-attr]
+                self._protocol.release(reserved)
 
     def _recv_exact_into(self, dst: memoryview, got: int, key: Optional[bytes],
                          mask_offset: int = 0) -> None:
@@ -685,9 +588,9 @@ class WebSocketConnection:
         if a close frame was already queued or the connection is gone.
         """
         if isinstance(payload, str):
-            frames = self._encode_message(memoryview(payload.encode("utf-8")), OP_TEXT)
+            frames = self._protocol.encode_message(memoryview(payload.encode("utf-8")), OP_TEXT)
         else:
-            frames = self._frames_of(payload, OP_BINARY if binary else OP_TEXT)
+            frames = self._protocol.frames_of(payload, OP_BINARY if binary else OP_TEXT)
         self._send_frames(frames, 1)
 
     def send_many(self, payloads: Iterable[Union[Buffer, Any]]) -> None:
@@ -698,33 +601,7 @@ class WebSocketConnection:
         other message is interleaved, with ``sendmsg`` calls of at most ``IOV_BATCH`` buffers
         (partial writes are resumed where they stopped).
         """
-        bufs: List[Buffer] = []
-        small = bytearray()
-        count = 0
-        fast = self._is_server and self._fragment_size >= _COALESCE
-        for payload in payloads:
-            if fast and type(payload) is bytes and len(payload) <= _COALESCE:
-                # the common small server message: header and payload straight into `small`
-                n = len(payload)
-                if n < 126:
-                    small += _SMALL_BINARY_HEADERS[n]
-                else:
-                    small += _H4.pack(0x80 | OP_BINARY, 126, n)
-                small += payload
-                count += 1
-                continue
-            for frame in self._frames_of(payload, OP_BINARY):
-                for part in frame:
-                    if len(part) <= _COALESCE:
-                        small += part
-                    else:
-                        if small:
-                            bufs.append(small)
-                            small = bytearray()
-                        bufs.append(part)
-            count += 1
-        if small:
-            bufs.append(small)
+        bufs, count = self._protocol.encode_many(payloads)
         if count:
             self._send_frames([bufs], count)
 
@@ -735,12 +612,10 @@ class WebSocketConnection:
         written. The pong shows up in :attr:`last_pong` / :attr:`pongs_received`.
         """
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        if len(payload) > MAX_CONTROL_PAYLOAD:
-            raise ValueError("ping payload longer than 125 bytes")
-        self._check_writable()
-        self._queue(_PENDING_CONTROL, self._control_frame(OP_PING, payload))
-        if self._write_broken:
-            raise self._closed_error()
+        self._protocol.send_ping(payload)  # ValueError over 125 bytes, ConnectionClosed
+        self._flush_pending()
+        if self._protocol.write_broken:
+            raise self._protocol.closed_error()
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake: queue a close frame and return without waiting.
@@ -750,16 +625,8 @@ class WebSocketConnection:
         peer's close frame arrives and then raises :class:`ConnectionClosed`. ``reason`` is cut to
         123 UTF-8 bytes. Raises ``ValueError`` for a code that may not be sent (e.g. 1005, 1006).
         """
-        reason = truncate_reason(reason)
-        frame = self._control_frame(OP_CLOSE, encode_close_payload(code, reason))
-        with self._state_lock:
-            if self._close_queued or self._lost or self._aborted:
-                return
-            self._close_queued = True
-            if self._close_code is None:
-                self._close_code = code
-                self._close_reason = reason
-        self._queue(_PENDING_CLOSE, frame)
+        if self._protocol.send_close(code, reason):
+            self._flush_pending()
 
     def abort(self) -> None:
         """Drop the connection at once: ``shutdown(SHUT_RDWR)`` and close the socket.
@@ -767,11 +634,7 @@ class WebSocketConnection:
         Unblocks a reader blocked in ``recv`` and writers blocked in ``send`` (they raise
         :class:`ConnectionClosed` with code 1006). Safe to call more than once and from any thread.
         """
-        with self._state_lock:
-            self._aborted = True
-            if not (self._close_received or self._failed or self._lost):
-                self._close_code = CLOSE_ABNORMAL
-                self._close_reason = "aborted"
+        self._protocol.abort()
         self._shutdown(socket.SHUT_RDWR)
         # For TLS, do not free the SSL object under a thread that is inside an SSL call (the
         # calls are short: the socket is non-blocking). Give up waiting after a second.
@@ -786,157 +649,56 @@ class WebSocketConnection:
 
     # ------------------------------------------------------------------ internals: writing
 
-    def _frames_of(self, payload: Any, opcode: int) -> List[List[Buffer]]:
-        """Frames of one message: a buffer, or an object whose ``parts`` (a sequence of
-        buffers) are the message's bytes in order, written as they are (gathered, no copy)."""
-        parts = getattr(payload, "parts", None)
-        if parts is None:
-            return self._encode_message(_byte_view(payload), opcode)
-        views = [_byte_view(p) for p in parts]
-        if not self._is_server:  # masking copies anyway
-            return self._encode_message(memoryview(b"".join(views)), opcode)
-        total = sum(len(v) for v in views)
-        size = self._fragment_size
-        frames: List[List[Buffer]] = []
-        chunk: List[Buffer] = []
-        filled = done = 0
-
-        def emit() -> None:
-            nonlocal chunk, filled, done
-            done += filled
-            op = opcode if not frames else OP_CONTINUATION
-            frames.append([encode_header(filled, op, fin=done == total), *chunk])
-            chunk, filled = [], 0
-
-        for v in views:
-            while len(v):
-                take = min(len(v), size - filled)
-                chunk.append(v[:take])
-                filled += take
-                v = v[take:]
-                if filled == size:
-                    emit()
-        if filled or not frames:
-            emit()
-        return frames
-
-    def _encode_message(self, mv: memoryview, opcode: int) -> List[List[Buffer]]:
-        """Split a message into frames; each frame is a list of buffers to write."""
-        n = len(mv)
-        size = self._fragment_size
-        if n <= size:
-            return [self._encode_frame(opcode, True, mv)]
-        out = []
-        for start in range(0, n, size):
-            end = min(start + size, n)
-            out.append(
-                self._encode_frame(
-                    opcode if start == 0 else OP_CONTINUATION, end == n, mv[start:end]
-                )
-            )
-        return out
-
-    def _encode_frame(self, opcode: int, fin: bool, chunk: memoryview) -> List[Buffer]:
-        n = len(chunk)
-        if self._is_server:
-            header = encode_header(n, opcode, fin=fin)
-            if n <= _COALESCE:
-                return [header + chunk.tobytes()]
-            return [header, chunk]
-        key = os.urandom(4)
-        header = encode_header(n, opcode, fin=fin, mask_key=key)
-        if n <= _COALESCE:
-            return [header + mask_bytes(chunk, key)]
-        return [header, mask_bytes(chunk, key)]
-
-    def _control_frame(self, opcode: int, payload: bytes) -> bytes:
-        if self._is_server:
-            return encode_header(len(payload), opcode) + payload
-        key = os.urandom(4)
-        return encode_header(len(payload), opcode, mask_key=key) + mask_bytes(payload, key)
-
-    def _closed_error(self) -> ConnectionClosed:
-        code = self._close_code if self._close_code is not None else CLOSE_ABNORMAL
-        if self._write_broken and not self._close_queued:
-            return ConnectionClosed(CLOSE_ABNORMAL, "write failed")
-        return ConnectionClosed(code, self._close_reason)
-
-    def _check_writable(self) -> None:
-        if self.closed:
-            raise self._closed_error()
-
     def _send_frames(self, frames: List[List[Buffer]], count: int) -> None:
+        protocol = self._protocol
         lock = self._send_lock
         lock.acquire()
         try:
-            self._check_writable()
-            if self._pending:
+            protocol.check_writable()
+            if protocol.has_control():
                 self._drain_pending_locked(allow_close=False)
             for i, frame in enumerate(frames):
-                if i and self._pending:  # let pongs / pings out between fragments
+                if i and protocol.has_control():  # let pongs / pings out between fragments
                     self._drain_pending_locked(allow_close=False)
                 self._write_locked(frame)
             self._messages_sent += count
         except (OSError, ValueError) as err:  # ValueError: socket object already closed
-            self._write_broken = True
+            protocol.write_failed()
             logger.debug("websocket send failed: %s", err)
             raise ConnectionClosed(CLOSE_ABNORMAL, f"send failed: {err}")
         finally:
             lock.release()
             self._flush_pending()
 
-    def _queue_pong(self, frame: bytes) -> None:
-        """Answer a ping. A peer that pings while not reading gets one pong for the latest
-        ping (RFC 6455 5.5.3), not one queued per ping: at most one pong waits, whatever it
-        sends."""
-        with self._state_lock:
-            waiting = self._pong is not None
-            self._pong = frame
-        if waiting:
-            return
-        self._queue(_PENDING_PONG, b"")
-
-    def _queue(self, kind: int, frame: bytes) -> None:
-        """Queue a control frame and write it now if no other thread is writing."""
-        self._pending.append((kind, frame))
-        self._flush_pending()
-
     def _flush_pending(self) -> None:
+        """Write the queued control frames now if no other thread is writing."""
         # Whoever releases the lock checks the queue again, so an item appended while the lock was
         # held (and whose producer failed to take the lock) is never left behind.
         lock = self._send_lock
-        while self._pending and lock.acquire(blocking=False):
+        has_control = self._protocol.has_control
+        while has_control() and lock.acquire(blocking=False):
             try:
                 self._drain_pending_locked(allow_close=True)
             finally:
                 lock.release()
 
     def _drain_pending_locked(self, allow_close: bool) -> None:
-        pending = self._pending
-        while pending:
-            kind, frame = pending[0]
-            if kind == _PENDING_CLOSE and not allow_close:
-                return  # the close frame waits until the current message is complete
-            pending.popleft()
-            if kind == _PENDING_PONG:
-                with self._state_lock:
-                    pong, self._pong = self._pong, None
-                if pong is None:
-                    continue
-                frame = pong
-            if self._close_sent or self._write_broken or self._aborted:
-                continue  # nothing may follow a close frame
+        protocol = self._protocol
+        while True:
+            item = protocol.next_control(allow_close)
+            if item is None:
+                return
+            is_close, frame = item
             try:
                 self._write_locked([frame])
             except (OSError, ValueError) as err:
-                self._write_broken = True
+                protocol.write_failed()
                 logger.debug("websocket control frame write failed: %s", err)
-                pending.clear()
                 return
-            if kind == _PENDING_CLOSE:
-                self._close_sent = True
-                if self._close_received or self._failed:
-                    self._shutdown(socket.SHUT_WR)
+            if is_close:
+                protocol.close_frame_written()
+                if protocol.take_eof():
+                    self._shutdown(socket.SHUT_WR)  # handshake complete
 
     def _write_locked(self, bufs: List[Buffer]) -> None:
         """Write every byte of ``bufs`` (the send lock is held)."""
@@ -1020,43 +782,16 @@ class WebSocketConnection:
 
     # ------------------------------------------------------------------ internals: closing
 
-    def _close_received_from_peer(self, code: int, reason: str) -> ConnectionClosed:
-        with self._state_lock:
-            self._close_received = True
-            self._close_code = code
-            self._close_reason = reason
-            reply = not self._close_queued
-            self._close_queued = True
-        logger.debug("websocket close frame received: %d %r", code, reason)
-        if reply:
-            payload = b"" if code == CLOSE_NO_STATUS else _U16.pack(code)
-            self._queue(_PENDING_CLOSE, self._control_frame(OP_CLOSE, payload))
-        elif self._close_sent:
-            self._shutdown(socket.SHUT_WR)  # handshake complete
-        return ConnectionClosed(code, reason)
-
     def _fail(self, code: int, reason: str) -> ConnectionClosed:
         logger.debug("failing websocket connection with %d: %s", code, reason)
-        reason = truncate_reason(reason)
-        with self._state_lock:
-            self._failed = True
-            self._close_code = code
-            self._close_reason = reason
-            send_close = not self._close_queued
-            self._close_queued = True
-        if send_close:
-            self._queue(
-                _PENDING_CLOSE, self._control_frame(OP_CLOSE, encode_close_payload(code, reason))
-            )
-        elif self._close_sent:
+        exc = self._protocol.fail(code, reason)
+        self._flush_pending()  # the close frame with the code
+        if self._protocol.take_eof():
             self._shutdown(socket.SHUT_WR)
-        return ConnectionClosed(code, reason)
+        return exc
 
     def _connection_lost(self, reason: str) -> ConnectionClosed:
         logger.debug("websocket connection lost: %s", reason)
-        with self._state_lock:
-            self._lost = True
-            self._close_code = CLOSE_ABNORMAL
-            self._close_reason = reason
+        exc = self._protocol.connection_lost(reason)
         self._shutdown(socket.SHUT_RDWR)  # wake writers blocked on a dead peer
-        return ConnectionClosed(CLOSE_ABNORMAL, reason)
+        return exc

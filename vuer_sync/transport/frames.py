@@ -6,18 +6,25 @@ Everything here works on bytes-like buffers and is safe to call from any thread.
 * :func:`apply_mask` (in place, numpy) and :func:`mask_bytes` (copying) -- the XOR mask.
 * :func:`encode_close_payload` / :func:`parse_close_payload` -- close-frame bodies (RFC 6455 §5.5.1,
   §7.4).
-* :func:`install_websocket_client_mask` -- replace websocket-client's pure-Python masking (about
-  0.27 GB/s) with :func:`mask_bytes`.
+* :class:`Opcode` and :class:`CloseCode` -- the RFC 6455 numbers as enums (``OP_*`` and
+  ``CLOSE_*`` are the same values as plain ints, for the hot paths).
+
+(websocket-client's numpy mask, which used to live here, is in :mod:`vuer_sync.client_transport`.)
 """
 
 from __future__ import annotations
 
+import enum
 import struct
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
+from .exceptions import FrameError
+
 __all__ = [
+    "Opcode",
+    "CloseCode",
     "OP_CONTINUATION",
     "OP_TEXT",
     "OP_BINARY",
@@ -54,8 +61,6 @@ __all__ = [
     "encode_close_payload",
     "parse_close_payload",
     "truncate_reason",
-    "install_websocket_client_mask",
-    "uninstall_websocket_client_mask",
 ]
 
 # --------------------------------------------------------------------------- constants
@@ -87,6 +92,39 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_BAD_GATEWAY = 1014
 CLOSE_TLS_HANDSHAKE = 1015  # never sent on the wire
 
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455 §5.2)."""
+
+    CONT = OP_CONTINUATION
+    TEXT = OP_TEXT
+    BINARY = OP_BINARY
+    CLOSE = OP_CLOSE
+    PING = OP_PING
+    PONG = OP_PONG
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes (RFC 6455 §7.4.1 and the IANA registry)."""
+
+    NORMAL_CLOSURE = CLOSE_NORMAL
+    GOING_AWAY = CLOSE_GOING_AWAY
+    PROTOCOL_ERROR = CLOSE_PROTOCOL_ERROR
+    UNSUPPORTED_DATA = CLOSE_UNSUPPORTED_DATA
+    NO_STATUS_RCVD = CLOSE_NO_STATUS
+    ABNORMAL_CLOSURE = CLOSE_ABNORMAL
+    INVALID_DATA = CLOSE_INVALID_PAYLOAD
+    POLICY_VIOLATION = CLOSE_POLICY_VIOLATION
+    MESSAGE_TOO_BIG = CLOSE_MESSAGE_TOO_BIG
+    MANDATORY_EXTENSION = CLOSE_MANDATORY_EXTENSION
+    INTERNAL_ERROR = CLOSE_INTERNAL_ERROR
+    SERVICE_RESTART = CLOSE_SERVICE_RESTART
+    TRY_AGAIN_LATER = CLOSE_TRY_AGAIN_LATER
+    BAD_GATEWAY = CLOSE_BAD_GATEWAY
+    TLS_HANDSHAKE = CLOSE_TLS_HANDSHAKE
+
+
 MAX_CONTROL_PAYLOAD = 125
 MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
 
@@ -108,18 +146,6 @@ _H10 = struct.Struct("!BBQ")
 _SMALL_MASK = 1024
 
 Buffer = Union[bytes, bytearray, memoryview]
-
-
-class FrameError(ValueError):
-    """A frame or close payload violates RFC 6455.
-
-    ``code`` is the close code the receiving endpoint should fail the connection with
-    (1002 protocol error, 1007 invalid UTF-8, ...).
-    """
-
-    def __init__(self, message: str, code: int = CLOSE_PROTOCOL_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class FrameHeader(NamedTuple):
@@ -254,7 +280,7 @@ def _rotated_key(key: bytes, offset: int) -> bytes:
     return key[o:] + key[:o] if o else key
 
 
-def _xor_small(mv: memoryview, key: bytes) -> bytes:
+def _xor_small(mv: Buffer, key: bytes) -> bytes:
     """XOR ``mv`` (any length) with the repeating ``key`` using one big-int operation."""
     n = len(mv)
     reps = key * ((n >> 2) + 1)
@@ -382,66 +408,3 @@ def parse_close_payload(payload: Buffer) -> Tuple[int, str]:
     except UnicodeDecodeError:
         raise FrameError("close reason is not valid UTF-8", CLOSE_INVALID_PAYLOAD)
     return code, reason
-
-
-# --------------------------------------------------------------------------- websocket-client
-
-_WSC_ORIGINALS: Dict[str, Any] = {}
-
-
-def _wsc_mask(mask_key: Union[str, bytes], data: Union[str, bytes, None]) -> bytes:
-    """Drop-in for ``websocket._abnf.ABNF.mask`` (same str/None handling)."""
-    if data is None:
-        data = b""
-    if isinstance(mask_key, str):
-        mask_key = mask_key.encode("latin-1")
-    if isinstance(data, str):
-        data = data.encode("latin-1")
-    return mask_bytes(data, mask_key)
-
-
-def _wsc_module_mask(mask_value: Any, data_value: Any) -> bytes:
-    """Drop-in for ``websocket._abnf._mask(array('B', key), array('B', data))``."""
-    return mask_bytes(data_value, bytes(mask_value))
-
-
-_wsc_mask._vuer_sync_numpy = True  # type: ignore[attr-defined]
-_wsc_module_mask._vuer_sync_numpy = True  # type: ignore[attr-defined]
-
-
-def install_websocket_client_mask() -> bool:
-    """Make websocket-client mask outgoing frames with numpy instead of pure Python.
-
-    websocket-client 1.x masks every frame it sends through the static method
-    ``websocket._abnf.ABNF.mask``, which copies both arguments into ``array('B')`` and calls
-    the module-level ``websocket._abnf._mask`` (big-int XOR, about 0.27 GB/s). Both are replaced:
-    ``ABNF.mask`` by a version that skips the array copies, ``_mask`` for any other caller.
-
-    Idempotent. Returns True if the numpy mask is in place after the call (installed now or
-    before), False if websocket-client is not importable or does not have the expected layout.
-    """
-    try:
-        from websocket import _abnf
-    except ImportError:
-        return False
-    abnf_cls = getattr(_abnf, "ABNF", None)
-    if abnf_cls is None or "mask" not in vars(abnf_cls) or not hasattr(_abnf, "_mask"):
-        return False
-    if getattr(abnf_cls.mask, "_vuer_sync_numpy", False):
-        return True
-    _WSC_ORIGINALS["ABNF.mask"] = vars(abnf_cls)["mask"]
-    _WSC_ORIGINALS["_mask"] = _abnf._mask
-    _abnf._mask = _wsc_module_mask
-    abnf_cls.mask = staticmethod(_wsc_mask)
-    return True
-
-
-def uninstall_websocket_client_mask() -> bool:
-    """Undo :func:`install_websocket_client_mask`. Returns True if something was restored."""
-    if not _WSC_ORIGINALS:
-        return False
-    from websocket import _abnf
-
-    _abnf.ABNF.mask = _WSC_ORIGINALS.pop("ABNF.mask")
-    _abnf._mask = _WSC_ORIGINALS.pop("_mask")
-    return True

@@ -1,0 +1,273 @@
+"""The serving side of :class:`~vuer_sync.server.app.Vuer`: the connected sessions, the websocket
+loop of each connection (accept, read until it ends, clean up), the spawn and bind threads, and
+what ``stop()`` does to the connections.
+
+The loop only reads: every frame goes to the session's core (:meth:`SessionCore.on_inbound
+<vuer_sync.server.core.SessionCore.on_inbound>`), which decodes and dispatches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import struct
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+from flask import request
+
+from .._threads import start_thread
+from ..errors import RPCTimeout, SessionClosed
+from ..events import ClientEvent, Frame, NullEvent, ServerEvent
+from ..transport import ConnectionClosed, WebSocketConnection
+from ..transport.budget import InboundBudget
+from .registry import Registry, matches
+from .session import VuerSession
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import Vuer
+    from .rtc_room import RtcRoom
+
+logger = logging.getLogger("vuer_sync.server")
+
+__all__ = ["Connections"]
+
+_SUMMED = ("queued", "sent", "coalesced", "bytes_sent", "received", "bad_messages",
+           "downlink_dropped")
+
+
+def add_stats(total: Dict[str, Any], st: Dict[str, Any]) -> None:
+    for k in _SUMMED:
+        total[k] = total.get(k, 0) + st.get(k, 0)
+    dropped = total.setdefault("dropped", {})
+    for reason, n in st.get("dropped", {}).items():
+        dropped[reason] = dropped.get(reason, 0) + n
+
+
+class Connections:
+    """The sessions of one server and their threads (``app.connections``; internals)."""
+
+    def __init__(self, app: Vuer, registry: Registry):
+        self.app = app
+        self.registry = registry
+        self.lock = threading.RLock()
+        self.cv = threading.Condition(self.lock)  # notified when sessions come, go or INIT
+        self._sessions: Dict[str, VuerSession] = {}
+        self._threads: List[threading.Thread] = []
+        self._ended_stats: Dict[str, Any] = {"sessions_ended": 0}
+        self.inbound_budget = InboundBudget(app.inbound_bytes)
+        self.rtc_room: Optional[RtcRoom] = None
+
+    def rtc(self) -> RtcRoom:
+        """The collaborative room (``app.rtc``), made on first use."""
+        room = self.rtc_room
+        if room is None:
+            from .rtc_room import RtcRoom  # vuer_sync.rtc is loaded when first needed
+
+            with self.lock:
+                room = self.rtc_room
+                if room is None:
+                    room = self.rtc_room = RtcRoom(self.app)
+        return room
+
+    # -- what a session's dispatcher calls (core.ServerSide) ------------------------------
+
+    def session_ready(self, session: VuerSession) -> None:
+        with self.lock:
+            self.cv.notify_all()
+        self._start_spawn(session)
+
+    def rtc_event(self, session: VuerSession, ev: ClientEvent) -> None:
+        self.rtc().on_event(session, ev)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def sessions(self) -> List[VuerSession]:
+        """The connected sessions, oldest first."""
+        with self.lock:
+            return list(self._sessions.values())
+
+    def wait_for(self, timeout: Optional[float], filters: Dict[str, Any]) -> VuerSession:
+        """The oldest connected session past an INIT matching ``filters``, waiting for one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for s in self._sessions.values():
+                    if s.init is not None and not s.closed and matches(s.init, filters):
+                        return s
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    which = f" matching {filters}" if filters else ""
+                    raise RPCTimeout(f"no client{which} connected within {timeout} s")
+                self.cv.wait(left)
+
+    def stats(self) -> Dict[str, Any]:
+        with self.lock:
+            total: Dict[str, Any] = {k: v for k, v in self._ended_stats.items()
+                                     if k != "dropped"}
+            total["dropped"] = dict(self._ended_stats.get("dropped", {}))
+            live = list(self._sessions.values())
+        for s in live:
+            add_stats(total, s.stats)
+        total["sessions"] = len(live)
+        return total
+
+    # -- the websocket loop ---------------------------------------------------------------
+
+    def serve(self, ws: Any) -> None:
+        """flask-sock's handler for ``/``: run one connection until it ends."""
+        conn = self._take_socket(ws)
+        session = VuerSession(self.app, conn, str(uuid.uuid4()), request.environ, self)
+        self._open(session)
+        why = "client disconnected"
+        on_inbound = session.core.on_inbound
+        try:
+            while True:
+                on_inbound(conn.receive())
+        except ConnectionClosed as e:
+            why = f"client closed the connection ({e.code}{' ' + e.reason if e.reason else ''})"
+        except OSError as e:
+            why = f"connection lost: {e}"
+        except Exception:
+            logger.exception("session %s: reader failed", session.id)
+            why = "reader error"
+        finally:
+            self._close(session, conn, why)
+
+    def _take_socket(self, ws: Any) -> WebSocketConnection:
+        sock = ws.sock
+        ws.connected = False  # from here on our transport owns the socket
+        send_timeout = self.app.send_timeout
+        if send_timeout and hasattr(socket, "SO_SNDTIMEO"):
+            sec = int(send_timeout)
+            usec = int((send_timeout - sec) * 1e6)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+            except OSError:
+                pass
+        return WebSocketConnection(sock, is_server=True,
+                                   max_message_size=self.app.WEBSOCKET_MAX_SIZE,
+                                   inbound_budget=self.inbound_budget)
+
+    def _open(self, session: VuerSession) -> None:
+        core = session.core
+        with self.lock:
+            self._sessions[session.id] = session
+            self.cv.notify_all()
+        self.app.scene.join(session)  # the current shared scene first, then live updates
+        logger.info("session %s connected from %s", session.id, session.remote_addr)
+        for cb in self.registry.on_connect:
+            core.submit(cb, session)
+        if self.registry.bind_fn is not None:
+            core.bind_queue = queue.SimpleQueue()
+            core.add_thread(start_thread(self._run_bind, f"vuer-bind:{session.id[:8]}",
+                                         session, core.bind_queue))
+
+    def _close(self, session: VuerSession, conn: WebSocketConnection, why: str) -> None:
+        core = session.core
+        self.app.scene.leave(session)
+        if self.rtc_room is not None:
+            self.rtc_room.leave(session)
+        core.disconnected(why)
+        if core.bind_queue is not None:
+            core.bind_queue.put(None)
+        core.sender.join(2.0)
+        conn.abort()
+        core.join_tasks(1.0)
+        for cb in self.registry.on_disconnect:
+            core.submit(cb, session)
+        st = session.stats
+        with self.lock:
+            add_stats(self._ended_stats, st)
+            self._ended_stats["sessions_ended"] += 1
+            self._sessions.pop(session.id, None)
+            # joined by stop() if still running then (spawn functions, handlers, tasks)
+            self._threads.extend(t for t in core.threads_to_join() if t.is_alive())
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self.cv.notify_all()
+        logger.info("session %s ended: %s", session.id, why)
+
+    # -- spawn and bind -------------------------------------------------------------------
+
+    def _start_spawn(self, session: VuerSession) -> None:
+        init = session.init
+        assert init is not None
+        found = self.registry.spawns_for(init)
+        if not found:
+            return
+        if len(found) > 1:
+            info = init.value if isinstance(init.value, dict) else {}
+            logger.warning("several spawn functions match %s; running the first (%s)",
+                           info, getattr(found[0], "__qualname__", found[0]))
+        session.core.add_thread(start_thread(self._run_spawn, f"vuer-spawn:{session.id[:8]}",
+                                             found[0], session))
+
+    @staticmethod
+    def _run_spawn(fn: Callable[[VuerSession], Any], session: VuerSession) -> None:
+        try:
+            fn(session)
+        except SessionClosed as e:
+            logger.debug("spawn function ended: %s", e)
+            return
+        except Exception:
+            logger.exception("spawn function %s raised; closing session %s with 1011",
+                             getattr(fn, "__qualname__", fn), session.id)
+            session.core.begin_close(1011, "server error", drain=True)
+            return
+        session.close(1000, "")
+
+    def _run_bind(self, session: VuerSession, inbox: Any) -> None:
+        bind_fn = self.registry.bind_fn
+        assert bind_fn is not None
+        gen = bind_fn(session)
+        try:
+            out = next(gen)
+            while True:
+                while isinstance(out, Frame):
+                    session.send(out.data)
+                    if session.wait_closed(1.0 / max(out.frame_rate, 1e-3)):
+                        return
+                    out = gen.send(NullEvent())
+                if isinstance(out, ServerEvent):
+                    session.send(out)
+                ev = inbox.get()
+                if ev is None:
+                    return
+                out = gen.send(ev)
+        except (StopIteration, SessionClosed):
+            return
+        except Exception:
+            logger.exception("bind generator raised; closing session %s", session.id)
+            session.core.begin_close(1011, "server error", drain=True)
+        finally:
+            gen.close()
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def close_all(self, timeout: float) -> List[threading.Thread]:
+        """``stop()``: close every session (1001), give the close handshakes half of
+        ``timeout``, cut what is left; return the threads still to join."""
+        sessions = self.sessions()
+        for s in sessions:
+            s.core.begin_close(1001, "server stopping", drain=False)
+        close_by = time.monotonic() + timeout / 2  # time for the close handshakes
+        for s in sessions:
+            s.core.sender.join(max(0.0, close_by - time.monotonic()))
+        for s in sessions:
+            s.core.ws.abort()
+        threads: List[threading.Thread] = []
+        with self.lock:
+            threads.extend(self._threads)
+            self._threads.clear()
+            live = list(self._sessions.values())
+        for s in live:
+            threads.extend(s.core.threads_to_join())
+        return threads
+
+    def forget_all(self) -> None:
+        with self.lock:
+            self._sessions.clear()
+            self.cv.notify_all()
