@@ -1,6 +1,7 @@
-"""12 MB client->server uploads with VuerClient: websocket-client's own send path (pure-Python
-mask, a copy of the rest of the frame after every partial send) vs ours (numpy mask, one
-sendall).
+"""12 MB client->server uploads: websocket-client's own send path (pure-Python mask, a copy of
+the rest of the frame after every partial send; a bare websocket-client connection) vs
+VuerClient (websocket-client only for the handshake, then our transport: numpy mask, zero-copy
+writes).
 
     python benchmarks/bench_client_upload.py [--mb 12] [--n 10] [--smoke]
 
@@ -17,8 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-import vuer_sync.client
-from vuer_sync import Vuer, VuerClient, client_transport
+from vuer_sync import Vuer, VuerClient, client_transport, codec
 from vuer_sync.events import ClientEvent
 
 
@@ -27,25 +27,35 @@ class Blob(ClientEvent):
 
 
 def run(mb: float, n: int, fast: bool) -> dict:
+    import websocket
+
     got = threading.Semaphore(0)
     with Vuer(port=0, WEBSOCKET_MAX_SIZE=int(mb * 2**20) + 4096) as app:
         app.add_handler("BLOB", lambda ev, s: got.release())
         payload = os.urandom(int(mb * 2**20))
-        with VuerClient(f"ws://127.0.0.1:{app.port}", max_size=2**30) as c:
-            # VuerClient installs the fast mask on connect; undo it for the stock run
-            vuer_sync.client.FAST_WRITE = fast
-            if not fast:
-                client_transport.uninstall_websocket_client_mask()
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                c.send(Blob(value=payload), timeout=60)
-                got.acquire(timeout=60)
-                times.append(time.perf_counter() - t0)
-            client_transport.install_websocket_client_mask()
-            vuer_sync.client.FAST_WRITE = True
+        times = []
+        if fast:
+            with VuerClient(f"ws://127.0.0.1:{app.port}", max_size=2**30) as c:
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    c.send(Blob(value=payload), timeout=60)
+                    got.acquire(timeout=60)
+                    times.append(time.perf_counter() - t0)
+        else:  # websocket-client sending by itself, its stock mask
+            client_transport.uninstall_websocket_client_mask()
+            ws = websocket.create_connection(f"ws://127.0.0.1:{app.port}", timeout=60)
+            try:
+                ws.send_binary(codec.encode(ClientEvent(etype="INIT", value={}).serialize()))
+                frame = codec.encode(Blob(value=payload).serialize())
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    ws.send_binary(frame)
+                    got.acquire(timeout=60)
+                    times.append(time.perf_counter() - t0)
+            finally:
+                ws.close()
     best = sorted(times)[len(times) // 2]
-    return {"mask": "vuer_sync writer" if fast else "websocket-client", "mb": mb, "n": n,
+    return {"mask": "VuerClient" if fast else "websocket-client", "mb": mb, "n": n,
             "median_s": best, "MB_per_s": mb / best}
 
 

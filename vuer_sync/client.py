@@ -1,7 +1,14 @@
 """``VuerClient``: a blocking client for a Vuer server (ours or the real asyncio one).
 
-Built on websocket-client. ``client.send @ event`` enqueues and returns; ``client.send(event)``
-blocks until the event is written; ``recv()`` and ``for event in client`` read server events.
+websocket-client does the HTTP upgrade (headers, TLS, proxies); then the connection runs on our
+own transport (:class:`~vuer_sync.transport.WebSocketConnection`) and the same
+:class:`~vuer_sync.channel.Channel` loop as the server's sessions. ``client.send @ event``
+enqueues and returns; ``client.send(event)`` blocks until the event is written; ``recv()`` and
+``for event in client`` read server events.
+
+On the wire, as any RFC 6455 endpoint: the reply to a server's close frame echoes its code
+(websocket-client replied 1000); a text message that is not valid UTF-8 closes the connection
+with 1007, a message over ``max_size`` with 1009.
 
 >>> from vuer_sync import Vuer, VuerClient
 >>> from vuer_sync.events import ClientEvent
@@ -28,37 +35,27 @@ import queue
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import msgpack
 
 from . import codec
 from ._threads import start_thread
 from ._version import __version__
-from .client_transport import install_websocket_client_mask, write_binary
+from .channel import Channel
+from .client_transport import open_socket
 from .config import env_bool, env_int, env_str
 from .errors import ProtocolError, SessionClosed
 from .events import ClientEvent
 from .logsafe import redact_secrets
-from .outbox import Outbox
+from .outbox import Outbox, OutMessage
+from .transport import ConnectionClosed, WebSocketConnection
 
 logger = logging.getLogger("vuer_sync.client")
 
 __all__ = ["VuerClient", "client_info"]
 
 _CLOSED = object()
-
-
-FAST_WRITE = True  # False: websocket-client's own send path (for benchmarks)
-
-
-def _write_binary(ws: Any, payload: bytes) -> None:
-    """One masked binary frame: :func:`~vuer_sync.client_transport.write_binary` (numpy mask,
-    one ``sendall``), or websocket-client's own ``send_binary`` when ``FAST_WRITE`` is off."""
-    if not FAST_WRITE:
-        ws.send_binary(payload)
-        return
-    write_binary(ws, payload)
 
 
 def client_info() -> Dict[str, Any]:
@@ -140,7 +137,8 @@ class VuerClient:
         self.connect_timeout = connect_timeout
         self._queue_bytes = queue_bytes
         self._kwargs = kwargs
-        self._ws: Any = None
+        self._conn: Optional[WebSocketConnection] = None
+        self._channel: Optional[Channel] = None
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._outbox = self._new_outbox()
         self._responders: Dict[str, Callable[[ClientEvent], Any]] = {}
@@ -150,7 +148,6 @@ class VuerClient:
         self._closing = threading.Event()
         self._reader: Optional[threading.Thread] = None
         self._sender: Optional[threading.Thread] = None
-        self._last_received = 0.0
         self.stats = {"received": 0, "bad_messages": 0, "send_errors": 0, "reconnects": 0}
         self.last_error: Optional[BaseException] = None
 
@@ -175,7 +172,6 @@ class VuerClient:
 
     def connect(self) -> VuerClient:
         """Connect (or reconnect), send INIT, start the reader and sender threads."""
-        install_websocket_client_mask()
         self.close()
         self._closing.clear()
         if self._outbox.closed is not None:
@@ -186,8 +182,8 @@ class VuerClient:
 
     def close(self, timeout: float = 2.0) -> None:
         """Flush what is queued (up to ``timeout``), close the websocket, join threads."""
-        ws = self._ws
-        if ws is None:
+        conn = self._conn
+        if conn is None:
             return
         self._closing.set()
         if self.connected:
@@ -195,20 +191,13 @@ class VuerClient:
                 self._outbox.wait_written(timeout=timeout)
             except Exception:
                 pass
-        self._outbox.close("client closed", drain=False)
-        try:
-            ws.send_close()
-        except Exception:
-            pass
+        self._outbox.close("client closed", drain=False)  # the sender sends the close frame
         me = threading.current_thread()
         for t in (self._sender, self._reader):
             if t is not None and t is not me:
                 t.join(timeout)
-        try:
-            ws.shutdown()
-        except Exception:
-            pass
-        self._ws = None
+        conn.abort()
+        self._conn = None
         self._connected.clear()
 
     def __enter__(self) -> VuerClient:
@@ -245,7 +234,7 @@ class VuerClient:
         Raises :class:`~vuer_sync.errors.SessionClosed` (a ``ConnectionError``) once the
         connection is closed and every received event was read.
         """
-        if self._ws is None and self._inbox.empty():
+        if self._conn is None and self._inbox.empty():
             raise SessionClosed("VuerClient is not connected")
         try:
             item = self._inbox.get(timeout=timeout)
@@ -291,53 +280,49 @@ class VuerClient:
 
     # -- threads --------------------------------------------------------------------------
 
-    def _read_loop(self, ws: Any) -> None:
-        import websocket
-
-        err: Optional[BaseException] = None
+    def _read_loop(self, conn: WebSocketConnection, channel: Channel) -> None:
         try:
-            while True:
-                opcode, data = ws.recv_data(control_frame=True)  # pings answered inside
-                self._last_received = time.monotonic()
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    break
-                if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
-                    continue
-                if opcode != websocket.ABNF.OPCODE_BINARY:
-                    self._bad("text frame ignored (the protocol is binary msgpack)")
-                    continue
-                if len(data) > self.max_size:
-                    ws.send_close(1009, b"message too big")
-                    err = ConnectionError(f"message of {len(data)} bytes over max_size")
-                    break
-                try:
-                    msg = codec.decode(data)
-                except ProtocolError as e:
-                    self._bad(str(e))
-                    continue
-                ev = ClientEvent.from_dict(msg)
-                self.stats["received"] += 1
-                data = getattr(ev, "data", None)  # server events carry `data`
-                if ev.etype == "RTC" and self._rtc is not None and isinstance(data, dict):
-                    self._rtc.on_envelope(data)
-                    continue
-                responder = self._responders.get(ev.etype)
-                if responder is not None and isinstance(getattr(ev, "rtype", None), str):
-                    self._answer(responder, ev)
-                    continue
-                self._inbox.put(ev)
-        except Exception as e:
-            err = e
+            end: BaseException = channel.read_loop(self._on_message)
+        except Exception as e:  # a bug of ours: end this connection
+            logger.exception("VuerClient reader failed")
+            end = e
         self._connected.clear()
+        # the server's close frame (or the answer to ours) is a clean end, as before
+        err = None if isinstance(end, ConnectionClosed) and conn.close_received else end
         self.last_error = err
         if err is not None and not self._closing.is_set():
             logger.info("VuerClient connection to %s ended: %r", redact_secrets(self.uri), err)
+        channel.stop()  # what the sender takes next goes back to the outbox
+        if channel.sender is not None:
+            channel.sender.join(2.0)
+        conn.abort()
         if self.auto_reconnect and not self._closing.is_set():
-            self._outbox.wake()  # the old sender sees the new connection and leaves
             self._reconnect()
             return
         self._outbox.close("connection closed", drain=False)
         self._inbox.put(_CLOSED)
+
+    def _on_message(self, data: Any) -> None:
+        """One message from the server (reader thread)."""
+        if isinstance(data, str):
+            self._bad("text frame ignored (the protocol is binary msgpack)")
+            return
+        try:
+            msg = codec.decode(data)
+        except ProtocolError as e:
+            self._bad(str(e))
+            return
+        ev = ClientEvent.from_dict(msg)
+        self.stats["received"] += 1
+        value = getattr(ev, "data", None)  # server events carry `data`
+        if ev.etype == "RTC" and self._rtc is not None and isinstance(value, dict):
+            self._rtc.on_envelope(value)
+            return
+        responder = self._responders.get(ev.etype)
+        if responder is not None and isinstance(getattr(ev, "rtype", None), str):
+            self._answer(responder, ev)
+            return
+        self._inbox.put(ev)
 
     def _bad(self, why: str) -> None:
         self.stats["bad_messages"] += 1
@@ -359,48 +344,20 @@ class VuerClient:
         except SessionClosed:
             pass
 
-    def _send_loop(self, ws: Any) -> None:
-        ping_sent_at: Optional[float] = None
-        interval = self.ping_interval
-        next_ping = time.monotonic() + interval if interval else None
-        batch: Any = None
-        try:
-            while True:
-                timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
-                batch = self._outbox.pop_batch(timeout=timeout)
-                if batch is None:
-                    return
-                if self._ws is not ws or not self._connected.is_set():
-                    self._outbox.requeue_front(batch)  # for the next connection
-                    return
-                if batch:
-                    for m in batch:
-                        _write_binary(ws, m.payload)
-                    self._outbox.mark_written(batch)
-                    batch = None
-                    continue
-                now = time.monotonic()
-                if next_ping is not None and now >= next_ping:
-                    if ping_sent_at is not None and self._last_received < ping_sent_at:
-                        logger.warning("VuerClient: no answer to keepalive ping; closing")
-                        ws.shutdown()
-                        return
-                    ws.ping(b"vs")
-                    ping_sent_at = now
-                    next_ping = now + (interval or 0.0)
-        except Exception as e:
-            self.stats["send_errors"] += 1
-            self.last_error = e
-            if self.auto_reconnect and not self._closing.is_set():
-                if batch:
-                    self._outbox.requeue_front(batch)
-            else:
-                logger.warning("VuerClient send failed: %r", e)
-                self._outbox.close(f"send failed: {e}", drain=False)
-            try:
-                ws.shutdown()
-            except Exception:
-                pass
+    def _send_failed(self, conn: WebSocketConnection, exc: BaseException,
+                     batch: List[OutMessage]) -> None:
+        """The channel's write failed: keep the batch for the next connection (with
+        ``auto_reconnect``) or fail what is queued; drop the socket (the reader then ends)."""
+        self.stats["send_errors"] += 1
+        self.last_error = exc
+        if self.auto_reconnect and not self._closing.is_set():
+            if batch:
+                self._outbox.requeue_front(batch)
+        else:
+            logger.warning("VuerClient send failed: %r", exc)
+            self._outbox.abandon(batch, "send failed")
+            self._outbox.close(f"send failed: {exc}", drain=False)
+        conn.abort()
 
     def _reconnect(self) -> None:
         delay = self.reconnect_delay
@@ -420,24 +377,26 @@ class VuerClient:
 
     def _open(self) -> None:
         """Open the websocket, send INIT, start the reader and sender threads."""
-        import websocket
-
         sslopt = self._kwargs.get("sslopt", {})
-        ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True,
-                                 enable_multithread=True)
         kwargs = {k: v for k, v in self._kwargs.items() if k != "sslopt"}
+        sock, initial = open_socket(self.uri, sslopt=sslopt, timeout=self.connect_timeout,
+                                    **kwargs)
+        conn = WebSocketConnection(sock, is_server=False, max_message_size=self.max_size,
+                                   initial_data=initial)
         try:
-            ws.connect(self.uri, timeout=self.connect_timeout, **kwargs)
-        except websocket.WebSocketException as e:  # handshake refused, closed during it...
-            ws.shutdown()
+            conn.send(codec.encode(ClientEvent(etype="INIT", value=client_info()).serialize()))
+        except ConnectionClosed as e:
+            conn.abort()
             raise ConnectionError(f"cannot connect to {redact_secrets(self.uri)}: {e}") from e
-        ws.settimeout(None)
-        ws.send_binary(codec.encode(ClientEvent(etype="INIT", value=client_info()).serialize()))
-        self._ws = ws
-        self._last_received = time.monotonic()
+        channel = Channel(conn, self._outbox, ping_interval=self.ping_interval,
+                          name="VuerClient",
+                          on_send_error=lambda e, batch: self._send_failed(conn, e, batch),
+                          on_keepalive_timeout=conn.abort)
+        self._conn = conn
+        self._channel = channel
         self._connected.set()
-        self._reader = start_thread(self._read_loop, "vuer-client-reader", ws)
-        self._sender = start_thread(self._send_loop, "vuer-client-sender", ws)
+        self._sender = channel.sender = start_thread(channel.send_loop, "vuer-client-sender")
+        self._reader = start_thread(self._read_loop, "vuer-client-reader", conn, channel)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "closed"

@@ -1,9 +1,15 @@
 """The client's side of the transport: what :class:`~vuer_sync.client.VuerClient` needs from
-websocket-client beyond its public calls.
+websocket-client.
 
-* :func:`install_websocket_client_mask` -- replace websocket-client's pure-Python masking (about
-  0.27 GB/s) with :func:`vuer_sync.transport.frames.mask_bytes` (numpy).
-* :func:`write_binary` -- one masked binary frame written whole with ``sendall``.
+* :func:`open_socket` -- websocket-client's HTTP upgrade (headers, TLS options, proxies,
+  redirects, ``suppress_origin``...), then the connected socket is handed over: the client
+  runs on our own :class:`~vuer_sync.transport.WebSocketConnection`, websocket-client reads
+  and writes nothing after the handshake.
+* :func:`install_websocket_client_mask` -- replace websocket-client's pure-Python masking
+  (about 0.27 GB/s) with :func:`vuer_sync.transport.frames.mask_bytes` (numpy), for code that
+  sends frames through websocket-client itself (``benchmarks/bench_transport.py`` uses it as a
+  peer). ``VuerClient`` does not need it any more (our transport masks with numpy) and no
+  longer installs it.
 
 This module is the only place that knows websocket-client's layout; the transport
 (:mod:`vuer_sync.transport`) does not import websocket-client.
@@ -11,14 +17,54 @@ This module is the only place that knows websocket-client's layout; the transpor
 
 from __future__ import annotations
 
-import os
-from typing import Any, Dict, Union
+import socket
+from typing import Any, Dict, Optional, Tuple, Union
 
-from .transport.frames import OP_BINARY, encode_header, mask_bytes
+from .logsafe import redact_secrets
+from .transport.frames import mask_bytes
 
-__all__ = ["install_websocket_client_mask", "uninstall_websocket_client_mask", "write_binary"]
+__all__ = ["install_websocket_client_mask", "open_socket", "uninstall_websocket_client_mask"]
 
 _WSC_ORIGINALS: Dict[str, Any] = {}
+
+
+def open_socket(uri: str, *, sslopt: Dict[str, Any], timeout: float,
+                **options: Any) -> Tuple[socket.socket, bytes]:
+    """Connect to ``uri`` and do the websocket upgrade with websocket-client; return the
+    connected socket (plain or ``ssl.SSLSocket``, timeout cleared) and the bytes read past
+    the ``101`` response (for ``WebSocketConnection(initial_data=...)``).
+
+    ``options`` go to ``websocket.WebSocket.connect`` (``header=``, ``suppress_origin=``,
+    ``http_proxy_host=``...). websocket-client reads the response one byte at a time
+    (``recv_line``), so nothing past it is read from the socket; anything its frame buffer
+    held (it holds nothing before its first ``recv``) is returned all the same. The
+    ``WebSocket`` object is detached (``sock = None``, ``connected = False``: its public
+    attributes) so that it never touches the socket again.
+
+    Raises ``ConnectionError`` if the upgrade is refused, ``OSError``/``ssl.SSLError`` if
+    the connection or the TLS handshake fails.
+
+    >>> open_socket("ws://127.0.0.1:9", sslopt={}, timeout=1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ConnectionRefusedError: ...
+    """
+    import websocket
+
+    ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True)
+    try:
+        ws.connect(uri, timeout=timeout, **options)
+    except websocket.WebSocketException as e:  # handshake refused, closed during it...
+        ws.shutdown()
+        raise ConnectionError(f"cannot connect to {redact_secrets(uri)}: {e}") from e
+    sock: Optional[socket.socket] = ws.sock
+    if sock is None:  # pragma: no cover - connect() returned without a socket
+        raise ConnectionError(f"cannot connect to {redact_secrets(uri)}: no socket")
+    fb = getattr(ws, "frame_buffer", None)
+    initial = b"".join(getattr(fb, "recv_buffer", None) or [])
+    ws.sock = None
+    ws.connected = False
+    sock.settimeout(None)
+    return sock, initial
 
 
 def _wsc_mask(mask_key: Union[str, bytes], data: Union[str, bytes, None]) -> bytes:
@@ -48,6 +94,9 @@ def install_websocket_client_mask() -> bool:
     ``websocket._abnf.ABNF.mask``, which copies both arguments into ``array('B')`` and calls
     the module-level ``websocket._abnf._mask`` (big-int XOR, about 0.27 GB/s). Both are replaced:
     ``ABNF.mask`` by a version that skips the array copies, ``_mask`` for any other caller.
+
+    Only for code that sends through websocket-client itself: :class:`~vuer_sync.VuerClient`
+    writes with our transport and does not call this.
 
     Idempotent. Returns True if the numpy mask is in place after the call (installed now or
     before), False if websocket-client is not importable or does not have the expected layout.
@@ -79,24 +128,3 @@ def uninstall_websocket_client_mask() -> bool:
     _abnf.ABNF.mask = _WSC_ORIGINALS.pop("ABNF.mask")  # type: ignore[method-assign]
     _abnf._mask = _WSC_ORIGINALS.pop("_mask")  # noqa: SLF001 - see install
     return True
-
-
-def write_binary(ws: Any, payload: Any) -> None:
-    """Write ``payload`` as one masked, final binary frame on websocket-client's connection
-    ``ws``: the numpy mask, then ``sendall`` of the header and the body.
-
-    websocket-client's own ``send_frame`` re-slices the rest of a large frame after every
-    partial send (a copy each time). This uses only public attributes of its ``WebSocket``:
-    ``sock``, the connected socket, and ``lock``, the lock its ``send_frame``, ``ping``,
-    ``pong`` and ``send_close`` hold while writing. Sharing that lock is what keeps frames
-    whole: websocket-client's reader answers pings itself, and its pong must never land
-    inside one of these frames. The wire bytes are the same as ``ws.send_binary(payload)``'s
-    (one frame, a fresh random mask key).
-    """
-    key = os.urandom(4)
-    header = encode_header(len(payload), OP_BINARY, mask_key=key)
-    body = mask_bytes(payload, key)
-    sock = ws.sock
-    with ws.lock:
-        sock.sendall(header)
-        sock.sendall(body)

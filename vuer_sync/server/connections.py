@@ -123,14 +123,13 @@ class Connections:
         session = VuerSession(self.app, conn, str(uuid.uuid4()), request.environ, self)
         self._open(session)
         why = "client disconnected"
-        on_inbound = session.core.on_inbound
         try:
-            while True:
-                on_inbound(conn.receive())
-        except ConnectionClosed as e:
-            why = f"client closed the connection ({e.code}{' ' + e.reason if e.reason else ''})"
-        except OSError as e:
-            why = f"connection lost: {e}"
+            end = session.core.channel.read_loop(session.core.on_inbound)
+            if isinstance(end, ConnectionClosed):
+                why = f"client closed the connection " \
+                      f"({end.code}{' ' + end.reason if end.reason else ''})"
+            else:
+                why = f"connection lost: {end}"
         except Exception:
             logger.exception("session %s: reader failed", session.id)
             why = "reader error"

@@ -7,7 +7,8 @@ thread, the RPC and ``till`` tables, the handler thread, the inbound path (decod
 dispatch to waiters, handlers, spawn and bind), and the close/disconnect lifecycle.
 
 Outbound: ``send_encoded(payload, msg)`` queues an encoded frame on the ordered outbox; the
-sender thread (:meth:`SessionCore.send_loop`) writes batches and keeps the connection alive.
+sender thread (the session's :class:`~vuer_sync.channel.Channel`) writes batches and keeps
+the connection alive.
 Inbound: the serving loop hands every frame to :meth:`SessionCore.on_inbound`, which decodes it
 and :meth:`SessionCore.dispatch`es it (reader thread: user code goes to the handler thread).
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional
 
 from .. import codec
 from .._threads import GroupLocal, SerialWorker, start_thread
+from ..channel import Channel
 from ..coalesce import MergeInfo
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, ServerRPC
@@ -105,18 +107,22 @@ class SessionCore:
         self.scene_epoch = 0  # bumped by every SET: responders added earlier are gone
         self.grab_render_epoch = -1
         self.render_state = RenderState()  # what get_render remembers about this session
-        self.last_write = 0.0  # monotonic time the sender last wrote a batch
         self.dismiss_installed = False  # notifications' close-button script sent
         self.bind_queue: Any = None  # bind() mode: received events for the generator
         self.set_hooks: List[Callable[[Dict[str, Any]], Any]] = []
         self._key_handlers: Dict[Any, Callable[[ClientEvent], Any]] = {}
         self._state_lock = threading.Lock()
         self._closing = False
-        self._close_frame = (1000, "")
         self._threads: List[threading.Thread] = []
         self.tasks: List[threading.Thread] = []
-        self._reader_done = threading.Event()
-        self.sender = start_thread(self.send_loop, f"vuer-sender:{sid[:8]}")
+        init_timeout = app.init_timeout
+        self._init_by = None if not init_timeout else time.monotonic() + init_timeout
+        self.channel = Channel(ws, self.outbox, ping_interval=app.ping_interval,
+                               name=f"session {sid}", on_send_error=self._send_failed,
+                               on_keepalive_timeout=self._keepalive_timeout,
+                               deadline=self._init_deadline, on_deadline=self._init_overdue)
+        self.sender = self.channel.sender = start_thread(self.channel.send_loop,
+                                                         f"vuer-sender:{sid[:8]}")
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -188,77 +194,47 @@ class SessionCore:
             self.send_encoded(payload, msg)
             return
         try:
-            self.ws.send_many([payload])
+            self.channel.write_now(m)
         except Exception as e:
             self.outbox.abandon([m], "send failed")
             self.disconnected(f"send failed: {e}")
             raise SessionClosed(f"session {self.session.id}: send failed: {e}") from None
-        self.last_write = time.monotonic()
-        self.outbox.mark_written([m])
 
-    # -- the sender thread ----------------------------------------------------------------
+    # -- the sender thread (the channel's, with this session's hooks) --------------------
 
-    def send_loop(self) -> None:
-        """Write queued batches; ping every ``ping_interval``; close without INIT in time."""
-        ws = self.ws
+    def _init_deadline(self) -> Optional[float]:
+        """When the client's INIT is due (None once it arrived, or without ``init_timeout``)."""
+        if self._init_by is not None and self.session.init is not None:
+            self._init_by = None
+        return self._init_by
+
+    def _init_overdue(self, now: float) -> bool:
+        """The INIT deadline passed: close with 1008 (False: the sender ends)."""
+        if self.session.init is not None:
+            return True
+        logger.info("session %s: no INIT within %.0f s (init_timeout): closing",
+                    self.session.id, self.app.init_timeout)
+        self.begin_close(1008, "no INIT received in time", drain=False)
+        return False
+
+    def _keepalive_timeout(self) -> None:
+        self.begin_close(1011, "keepalive timeout", drain=False)
+
+    def _send_failed(self, exc: BaseException, batch: List[Any]) -> None:
         sid = self.session.id
-        interval = self.app.ping_interval or 0.0
-        ping_sent_at: Optional[float] = None
-        next_ping = time.monotonic() + interval if interval else None
-        init_timeout = self.app.init_timeout
-        init_by = None if not init_timeout else time.monotonic() + init_timeout
-        batch: Any = None
-        try:
-            while True:
-                if init_by is not None and self.session.init is not None:
-                    init_by = None
-                wake = next_ping if init_by is None else \
-                    init_by if next_ping is None else min(next_ping, init_by)
-                timeout = None if wake is None else max(0.0, wake - time.monotonic())
-                batch = self.outbox.pop_batch(timeout=timeout)
-                if batch is None:
-                    break
-                if batch:
-                    ws.send_many([m.payload for m in batch])
-                    self.last_write = time.monotonic()
-                    self.outbox.mark_written(batch)
-                    batch = None
-                    continue
-                now = time.monotonic()
-                if init_by is not None and now >= init_by and self.session.init is None:
-                    logger.info("session %s: no INIT within %.0f s (init_timeout): closing",
-                                sid, init_timeout)
-                    self.begin_close(1008, "no INIT received in time", drain=False)
-                    break
-                if next_ping is not None and now >= next_ping:
-                    if ping_sent_at is not None and ws.last_received < ping_sent_at:
-                        logger.warning("session %s: no answer to keepalive ping for %.0f s",
-                                       sid, now - ping_sent_at)
-                        self.begin_close(1011, "keepalive timeout", drain=False)
-                        break
-                    ws.ping(b"vs")
-                    ping_sent_at = now
-                    next_ping = now + interval
-        except OSError as e:
-            logger.info("session %s: send failed: %s", sid, e)
+        if isinstance(exc, OSError):
+            logger.info("session %s: send failed: %s", sid, exc)
             self.outbox.abandon(batch, "send failed")
-            self.disconnected(f"send failed: {e}")
-        except Exception as e:  # ConnectionClosed from the transport
-            logger.debug("session %s: sender stopped: %r", sid, e)
+            self.disconnected(f"send failed: {exc}")
+        else:  # ConnectionClosed from the transport
+            logger.debug("session %s: sender stopped: %r", sid, exc)
             self.outbox.abandon(batch, "connection closed")
-            self.disconnected(f"connection closed: {e}")
-        finally:
-            self._close_socket()
+            self.disconnected(f"connection closed: {exc}")
 
-    def _close_socket(self) -> None:
-        code, reason = self._close_frame
-        if not self._reader_done.is_set():
-            try:
-                self.ws.close(code, reason)
-            except Exception:
-                pass
-            if not self._reader_done.wait(1.0):
-                self.ws.abort()
+    @property
+    def last_write(self) -> float:
+        """Monotonic time the sender (or an RPC caller) last wrote a batch."""
+        return self.channel.last_write
 
     # -- inbound (reader thread: never runs user code) ------------------------------------
 
@@ -335,7 +311,7 @@ class SessionCore:
                     self.outbox.close(reason or "closed", drain=False)
                 return
             self._closing = True
-            self._close_frame = (code, reason)
+            self.channel.set_close(code, reason)
         self.outbox.close(reason or f"closed by server ({code})", drain=drain)
         self.closed.set()
         exc = SessionClosed(f"session {self.session.id} closed by the server "
@@ -345,7 +321,7 @@ class SessionCore:
 
     def disconnected(self, why: str) -> None:
         """The connection ended (peer close, error or EOF)."""
-        self._reader_done.set()
+        self.channel.reader_done.set()
         with self._state_lock:
             self._closing = True
         self.outbox.close(why, drain=False)

@@ -290,6 +290,12 @@ class WebSocketConnection:
         return self._protocol.close_reason
 
     @property
+    def close_received(self) -> bool:
+        """True once the peer's close frame arrived (the peer closed, not a drop or a
+        failure of this side)."""
+        return self._protocol.close_rcvd
+
+    @property
     def last_received(self) -> float:
         """``time.monotonic()`` when bytes were last read from the socket (creation time before
         that). It advances during a slow large transfer, so a keepalive can tell that from a dead
