@@ -111,6 +111,7 @@ class Outbox:
         self.block_timeout = float(block_timeout)
         self._lock = threading.Lock()
         self._has_data = threading.Condition(self._lock)
+        self._takers = 0  # threads waiting in pop_batch: push notifies only when there is one
         self._has_space = threading.Condition(self._lock)
         self._written = threading.Condition(self._lock)
         self._queue: Deque[OutMessage] = deque()
@@ -218,8 +219,7 @@ class Outbox:
             self._index[ckey] = m
         self._queue.append(m)
         self._pending_bytes += m.nbytes
-        # threading.Condition's waiter list (CPython): skip a no-op notify on the hot path
-        if self._has_data._waiters:  # type: ignore[attr-defined]  # noqa: SLF001
+        if self._takers:  # skip a no-op notify on the hot path
             self._has_data.notify()
         return self._seq
 
@@ -261,7 +261,11 @@ class Outbox:
         """
         with self._lock:
             if (not self._queue or self._direct) and self._closed is None:
-                self._has_data.wait(timeout)
+                self._takers += 1
+                try:
+                    self._has_data.wait(timeout)
+                finally:
+                    self._takers -= 1
             if self._closed is not None and not (self._drain_then_close and self._queue):
                 return None
             if self._direct:
