@@ -79,6 +79,23 @@ def require_chromium() -> None:
         pytest.skip(msg)
 
 
+
+def module_chromium(width: int, height: int) -> Any:
+    """The body of a module-scoped ``chromium`` fixture: one browser for the module's tests,
+    closed at the end with a check that no process of it survived::
+
+        @pytest.fixture(scope="module")
+        def chromium():
+            yield from module_chromium(1280, 720)
+    """
+    require_chromium()
+    c = Chromium(width, height).start()
+    try:
+        yield c
+    finally:
+        leftover = c.close()
+    assert not leftover, f"Chromium processes left after close (killed): {leftover}"
+
 def processes_using(marker: str) -> List[int]:
     """Pids of the processes whose command line mentions ``marker`` (Linux ``/proc``)."""
     pids = []

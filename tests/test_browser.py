@@ -39,6 +39,7 @@ from browser import (
     CHROMIUM,
     Chromium,
     decode_image,
+    module_chromium,
     red_mask,
     red_side,
     red_stats,
@@ -102,13 +103,7 @@ class Viewer:
 
 @pytest.fixture(scope="module")
 def chromium():
-    require_chromium()
-    c = Chromium(WIDTH, HEIGHT).start()
-    try:
-        yield c
-    finally:
-        leftover = c.close()
-    assert not leftover, f"Chromium processes left after close (killed): {leftover}"
+    yield from module_chromium(WIDTH, HEIGHT)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from vuer_sync import Vuer
 from vuer_sync.record import Recording
 from vuer_sync.schemas import Box, DefaultScene
 
-from browser import Chromium, decode_image, red_stats, require_chromium
+from browser import decode_image, module_chromium, red_stats
 from conftest import wait_until
 
 
@@ -25,12 +25,7 @@ def red_box(x=0.0):
 
 @pytest.fixture(scope="module")
 def chromium():
-    require_chromium()
-    c = Chromium(800, 600).start()
-    try:
-        yield c
-    finally:
-        assert not c.close()
+    yield from module_chromium(800, 600)
 
 
 def browser_session(chromium, app):

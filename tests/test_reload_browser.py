@@ -26,7 +26,7 @@ from vuer_sync import Vuer, codec
 from vuer_sync.scene import SceneMirror
 from vuer_sync.schemas import Box, DefaultScene
 
-from browser import Chromium, require_chromium
+from browser import module_chromium
 from conftest import require, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -39,13 +39,7 @@ WIDTH, HEIGHT = 480, 270
 
 @pytest.fixture(scope="module")
 def chromium():
-    require_chromium()
-    c = Chromium(WIDTH, HEIGHT).start()
-    try:
-        yield c
-    finally:
-        leftover = c.close()
-    assert not leftover, f"Chromium processes left after close (killed): {leftover}"
+    yield from module_chromium(WIDTH, HEIGHT)
 
 
 class PageWire:
