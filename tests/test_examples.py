@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 # examples run by other test files (they need more than a Python client)
-TESTED_ELSEWHERE = {"dataset_capture.py": "tests/test_browser.py (needs Chromium)"}
+TESTED_ELSEWHERE = {"dataset_capture.py": "tests/test_browser.py (needs Chromium)",
+                    "fleet.py": "tests/fleet/test_fleet_example.py (needs redis-server)"}
 
 # script -> (bounded arguments, lines its output must contain)
 STANDALONE = {

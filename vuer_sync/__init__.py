@@ -10,8 +10,10 @@ from ._version import __version__
 from .client import VuerClient
 from .errors import ProtocolError, RPCTimeout, SessionClosed
 from .server import Vuer, VuerSession
+from .server.shared import Fleet
 
 __all__ = [
+    "Fleet",
     "ProtocolError",
     "RPCTimeout",
     "SessionClosed",

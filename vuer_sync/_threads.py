@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
 import threading
-from typing import Any, Callable, Iterator, List, Optional
+import time
+from typing import Any, Callable, Deque, Iterator, List, Optional, Set, Tuple
 
 from .logsafe import TracebackLimiter
 
@@ -14,7 +16,8 @@ logger = logging.getLogger("vuer_sync.handlers")
 #: A handler that raises on every event logs its traceback once a minute, with a count.
 handler_errors = TracebackLimiter(logger)
 
-__all__ = ["GroupLocal", "SerialWorker", "held_group", "start_thread"]
+__all__ = ["GroupLocal", "SerialQueue", "SerialWorker", "WorkerPool", "held_group",
+           "start_thread"]
 
 _STOP = object()
 
@@ -57,16 +60,7 @@ class SerialWorker:
             if item is _STOP:
                 return
             fn, args = item
-            try:
-                fn(*args)
-            except Exception as e:
-                from .errors import SessionClosed
-
-                name = getattr(fn, "__qualname__", fn)
-                if isinstance(e, SessionClosed):  # the client left while it ran: normal end
-                    logger.debug("handler %s stopped: %s", name, e)
-                else:
-                    handler_errors.log(f"handler {name} raised", e, source=str(name))
+            run_handler(fn, args)
 
     def stop(self) -> Optional[threading.Thread]:
         """Let queued calls finish, then end the thread; returns it for joining."""
@@ -76,6 +70,179 @@ class SerialWorker:
         if t is not None:
             self._queue.put(_STOP)
         return t
+
+
+def run_handler(fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    """Call a user's handler; its exception is logged (rate-limited), never raised."""
+    try:
+        fn(*args)
+    except Exception as e:
+        from .errors import SessionClosed
+
+        name = getattr(fn, "__qualname__", fn)
+        if isinstance(e, SessionClosed):  # the client left while it ran: normal end
+            logger.debug("handler %s stopped: %s", name, e)
+        else:
+            handler_errors.log(f"handler {name} raised", e, source=str(name))
+
+
+class WorkerPool:
+    """A bounded pool of threads started on demand and ended when idle.
+
+    At most ``max_workers`` threads; a thread with nothing to do for ``idle_timeout`` seconds
+    ends, so an idle server holds none. Calls run in submission order as workers free up.
+
+    >>> pool = WorkerPool("doc", max_workers=2)
+    >>> done = threading.Event()
+    >>> pool.submit(done.set)
+    >>> done.wait(5)
+    True
+    >>> pool.stop(5)
+    """
+
+    def __init__(self, name: str, max_workers: int = 32, idle_timeout: float = 5.0):
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.name = name
+        self.max_workers = int(max_workers)
+        self.idle_timeout = float(idle_timeout)
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._threads: Set[threading.Thread] = set()
+        self._idle = 0
+        self._stopped = False
+        self._count = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker (its exception is logged)."""
+        with self._cv:
+            if self._stopped:
+                raise RuntimeError(f"worker pool {self.name} is stopped")
+            self._queue.append((fn, args))
+            if len(self._queue) > self._idle and len(self._threads) < self.max_workers:
+                self._count += 1
+                t = threading.Thread(target=self._work, daemon=True,
+                                     name=f"vuer-{self.name}:{self._count}")
+                self._threads.add(t)
+                t.start()
+            else:
+                self._cv.notify()
+
+    @property
+    def threads(self) -> List[threading.Thread]:
+        """The worker threads now running."""
+        with self._cv:
+            return list(self._threads)
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        cv = self._cv
+        queue = self._queue
+        while True:
+            with cv:
+                while not queue:
+                    if self._stopped:
+                        self._threads.discard(me)
+                        return
+                    self._idle += 1
+                    try:
+                        woke = cv.wait(self.idle_timeout)
+                    finally:
+                        self._idle -= 1
+                    if not woke and not queue:
+                        self._threads.discard(me)
+                        return
+                fn, args = queue.popleft()
+            run_handler(fn, args)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Let queued calls finish, end the threads and join them (up to ``timeout``)."""
+        with self._cv:
+            self._stopped = True
+            threads = list(self._threads)
+            self._cv.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+
+
+class SerialQueue:
+    """Calls run one at a time, in order, on a shared :class:`WorkerPool`: a session's
+    handlers keep their order, and a slow handler of one session holds one worker, not the
+    others' handlers. ``stop()`` returns a handle whose ``join(timeout)`` waits for what was
+    queued (the same use as :class:`SerialWorker`'s thread).
+
+    >>> pool = WorkerPool("doc")
+    >>> q, out = SerialQueue(pool, "doc"), []
+    >>> for i in range(5):
+    ...     q.submit(out.append, i)
+    >>> q.stop().join(5); out
+    [0, 1, 2, 3, 4]
+    >>> pool.stop(5)
+    """
+
+    def __init__(self, pool: WorkerPool, name: str):
+        self.pool = pool
+        self.name = name
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._running = False
+        self._stopped = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._queue.append((fn, args))
+            if self._running:
+                return
+            self._running = True
+        try:
+            self.pool.submit(self._drain)
+        except RuntimeError:  # the pool stopped (the server is stopping): drop them
+            with self._lock:
+                self._queue.clear()
+                self._running = False
+                self._idle.notify_all()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    self._idle.notify_all()
+                    return
+                fn, args = self._queue.popleft()
+            run_handler(fn, args)
+
+    def stop(self) -> _Drained:
+        """Take no more calls; the returned handle joins the ones queued."""
+        with self._lock:
+            self._stopped = True
+        return _Drained(self)
+
+    def wait_idle(self, timeout: Optional[float]) -> bool:
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
+    def busy(self) -> bool:
+        return self._running
+
+
+class _Drained:
+    """A :class:`SerialQueue` after ``stop()``, joinable like a thread."""
+
+    def __init__(self, q: SerialQueue):
+        self._q = q
+        self.name = f"{q.name} (handlers)"
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._q.wait_idle(timeout)
+
+    def is_alive(self) -> bool:
+        return self._q.busy()
 
 
 class GroupLocal(threading.local):

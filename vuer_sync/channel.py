@@ -121,6 +121,21 @@ class Channel:
         self.last_write = time.monotonic()
         self.outbox.mark_written([message])
 
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the sender thread to end; True if it has (or never started)."""
+        if self.sender is None:
+            return True
+        self.sender.join(timeout)
+        return not self.sender.is_alive()
+
+    def abort(self) -> None:
+        """Drop the connection now (from any thread)."""
+        self.conn.abort()
+
+    def threads(self) -> List[threading.Thread]:
+        """This channel's threads (the sender), for joining."""
+        return [self.sender] if self.sender is not None else []
+
     # -- the reader -----------------------------------------------------------------------
 
     def read_loop(self, on_message: Callable[[Any], Any]) -> BaseException:

@@ -124,6 +124,9 @@ class Outbox:
         self._direct = False  # a caller is writing one frame itself (see take_direct)
         self._closed: Optional[str] = None
         self._drain_then_close = False
+        # called (under the lock, must not block) when a message is queued or the outbox
+        # closes: how a selector loop learns that this outbox has something (set_listener)
+        self._listener: Optional[Callable[[], None]] = None
         # queued == sent + coalesced + depth + in_flight + sum(dropped.values())
         self.stats: Dict[str, Any] = {
             "queued": 0,  # messages accepted by push (before coalescing)
@@ -221,6 +224,8 @@ class Outbox:
         self._pending_bytes += m.nbytes
         if self._takers:  # skip a no-op notify on the hot path
             self._has_data.notify()
+        if self._listener is not None:
+            self._listener()
         return self._seq
 
     def _clear_index(self) -> None:
@@ -306,6 +311,18 @@ class Outbox:
             self._direct = True
             return m
 
+    def set_listener(self, listener: Optional[Callable[[], None]]) -> None:
+        """Call ``listener()`` whenever a message is queued, a message written by a caller
+        (:meth:`take_direct`) lets the queue go on, or the outbox closes; None: stop. It runs
+        under the outbox's lock and must only take note (a selector loop schedules the
+        connection). The loop then takes batches with ``pop_batch(timeout=0)``."""
+        with self._lock:
+            self._listener = listener
+
+    def _notify_listener(self) -> None:
+        if self._listener is not None:
+            self._listener()
+
     def requeue_front(self, batch: List[OutMessage]) -> None:
         """Put frames taken by :meth:`pop_batch` but not written back at the front, in order
         (a reconnecting client resends them on the new connection)."""
@@ -317,6 +334,7 @@ class Outbox:
             self._in_flight -= len(batch)
             self._clear_index()
             self._has_data.notify()
+            self._notify_listener()
 
     def abandon(self, batch: List[OutMessage], reason: str) -> None:
         """Frames taken by :meth:`pop_batch` could not be written: count them dropped."""
@@ -327,7 +345,10 @@ class Outbox:
 
     def _drop_in_flight(self, batch: List[OutMessage], reason: str) -> None:
         self._in_flight -= len(batch)
-        self._direct = False
+        if self._direct:
+            self._direct = False
+            if self._queue:
+                self._notify_listener()
         self._pending_bytes -= sum(m.nbytes for m in batch)
         d = self.stats["dropped"]
         d[reason] = d.get(reason, 0) + len(batch)
@@ -337,6 +358,7 @@ class Outbox:
         """Wake a sender waiting in :meth:`pop_batch` (it then gets ``[]``)."""
         with self._lock:
             self._has_data.notify_all()
+            self._notify_listener()
 
     def mark_written(self, batch: List[OutMessage]) -> None:
         """Report frames taken by :meth:`pop_batch` as written to the socket."""
@@ -351,6 +373,7 @@ class Outbox:
                 self._direct = False
                 if self._queue:  # what was queued behind the caller's write may go now
                     self._has_data.notify()
+                    self._notify_listener()
             self._written_seq = batch[-1].seq
             self.stats["sent"] += len(batch)
             self.stats["bytes_sent"] += payload_bytes
@@ -402,6 +425,7 @@ class Outbox:
         self._has_data.notify_all()
         self._has_space.notify_all()
         self._written.notify_all()
+        self._notify_listener()
 
     def snapshot_stats(self) -> Dict[str, Any]:
         """A copy of ``stats`` plus the current queue depth and pending bytes."""

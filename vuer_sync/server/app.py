@@ -17,6 +17,7 @@ from .._version import __version__
 from ..config import env_bool, env_int, env_str
 from ..errors import SessionClosed
 from ..events import ServerEvent
+from ..fleet.link import FleetLink
 from ..notebook import show_url
 from . import http
 from .connections import Connections
@@ -34,6 +35,11 @@ __all__ = ["Vuer"]
 
 
 DEFAULT_CORS = "https://vuer.ai,https://staging.vuer.ai,https://dash.ml"
+
+
+def _size_option(value: Optional[int], env: str) -> int:
+    """A size limit: the argument, else the environment variable, else 256 MiB."""
+    return int(value if value is not None else env_int(env, 2**28))
 
 
 class Vuer:
@@ -66,7 +72,12 @@ class Vuer:
     ``outbox_bytes``/``outbox_policy``/``outbox_timeout``, and the limits of
     ``docs/security.md``: ``header_timeout`` (10 s for a request head), ``init_timeout``
     (30 s for a websocket's ``INIT``), ``max_connections``, ``inbound_bytes`` (memory for
-    incomplete inbound messages, all connections together).
+    incomplete inbound messages, all connections together). ``io_threads`` (1): the
+    shared I/O threads that serve every websocket (0: two threads per connection, the
+    older model; TLS connections always get their own); ``handler_threads`` (32): the
+    most threads the event handlers of all sessions run on together. ``fleet``
+    (``VUER_SYNC_FLEET``, a ``redis://`` URL) and ``room`` (``VUER_SYNC_ROOM``, default
+    ``"default"``): join a fleet, one scene across processes (``docs/fleet.md``).
     """
 
     def __init__(
@@ -100,6 +111,10 @@ class Vuer:
         init_timeout: Optional[float] = 30.0,
         max_connections: Optional[int] = None,
         inbound_bytes: Optional[int] = None,
+        io_threads: int = 1,
+        handler_threads: int = 32,
+        fleet: Optional[str] = None,
+        room: Optional[str] = None,
         **unknown: Any,
     ):
         if unknown:
@@ -116,12 +131,8 @@ class Vuer:
             workspace = static_root
         self.workspace = workspace if workspace is not None else env_str("VUER_WORKSPACE", ".")
         self.queue_len = int(queue_len)
-        self.WEBSOCKET_MAX_SIZE = int(
-            WEBSOCKET_MAX_SIZE if WEBSOCKET_MAX_SIZE is not None
-            else env_int("WEBSOCKET_MAX_SIZE", 2**28))
-        self.REQUEST_MAX_SIZE = int(
-            REQUEST_MAX_SIZE if REQUEST_MAX_SIZE is not None
-            else env_int("REQUEST_MAX_SIZE", 2**28))
+        self.WEBSOCKET_MAX_SIZE = _size_option(WEBSOCKET_MAX_SIZE, "WEBSOCKET_MAX_SIZE")
+        self.REQUEST_MAX_SIZE = _size_option(REQUEST_MAX_SIZE, "REQUEST_MAX_SIZE")
         self.domain = domain if domain is not None else env_str("VUER_DOMAIN", "https://vuer.ai")
         self.client_url = client_url
         self.verbose = verbose if verbose is not None else env_bool("VUER_VERBOSE", False)
@@ -137,7 +148,7 @@ class Vuer:
             warnings.warn("free_port is ignored: vuer_sync never kills other processes; "
                           "use port=0 for a free port", stacklevel=2)
         self._set_limits(allowed_hosts, header_timeout, init_timeout, max_connections,
-                         inbound_bytes)
+                         inbound_bytes, io_threads, handler_threads)
         self._server: Optional[HttpServer] = None
         self._stopped = threading.Event()
         #: internals: what the user registered, and the serving side (sessions, the
@@ -147,12 +158,18 @@ class Vuer:
         self.downloads = Downloads()
         self.client_root = http.client_build_dir()
         self.flask = make_flask(self)
-        self.scene = SharedScene(self)
+        self.scene = SharedScene(self, fleet, room)  # fleet: docs/fleet.md
 
     def _set_limits(self, allowed_hosts: Optional[Sequence[str]], header_timeout: float,
                     init_timeout: Optional[float], max_connections: Optional[int],
-                    inbound_bytes: Optional[int]) -> None:
-        """The guards of ``docs/security.md`` (see the class docstring)."""
+                    inbound_bytes: Optional[int], io_threads: int = 1,
+                    handler_threads: int = 32) -> None:
+        """The guards of ``docs/security.md`` and the thread counts (see the class
+        docstring)."""
+        if int(io_threads) < 0 or int(handler_threads) < 1:
+            raise ValueError("io_threads must be >= 0 and handler_threads >= 1")
+        self.io_threads = int(io_threads)
+        self.handler_threads = int(handler_threads)
         if allowed_hosts is None:
             allowed_hosts = (env_str("VUER_SYNC_ALLOWED_HOSTS", "") or "").split(",")
         self.allowed_hosts = [h.strip() for h in allowed_hosts if h.strip()]
@@ -396,6 +413,11 @@ class Vuer:
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
+    def fleet(self) -> Optional[FleetLink]:
+        """The fleet link (:class:`~vuer_sync.fleet.FleetLink`), or ``None``."""
+        return self.scene.fleet
+
+    @property
     def running(self) -> bool:
         return self._server is not None
 
@@ -404,12 +426,15 @@ class Vuer:
         :meth:`stop`; ``block=False`` returns as soon as the port is bound."""
         if self._server is None:
             self._stopped.clear()
+            if self.fleet is not None:
+                self.fleet.start()  # the room's scene loaded before anyone is served
             server = HttpServer(self.flask, self.host, self.port, self._ssl_context(),
                                 header_timeout=self.header_timeout,
                                 max_connections=self.max_connections,
                                 idle_timeout=max(self.header_timeout, self.send_timeout))
             self._server = server
             self.port = server.port
+            self.connections.start_io()
             server.start()
             self._banner()
         if block:
@@ -430,6 +455,8 @@ class Vuer:
     def stop(self, timeout: float = 1.0) -> None:
         """Close every websocket, stop listening, join our threads, free the port."""
         self.scene.stop_recordings()  # streamed app.scene.record(path=...) files finished
+        if self.fleet is not None:
+            self.fleet.close(timeout)
         server, self._server = self._server, None
         if server is None:
             return
@@ -441,6 +468,7 @@ class Vuer:
                 continue
             t.join(max(0.0, deadline - time.monotonic()))
         server.close_connections(max(0.1, deadline - time.monotonic()))
+        self.connections.stop_io(max(0.1, deadline - time.monotonic()))
         self.connections.forget_all()
         self._stopped.set()
         alive = [t.name for t in threads if t.is_alive() and t is not threading.current_thread()]

@@ -2,8 +2,12 @@
 loop of each connection (accept, read until it ends, clean up), the spawn and bind threads, and
 what ``stop()`` does to the connections.
 
-The loop only reads: every frame goes to the session's core (:meth:`SessionCore.on_inbound
-<vuer_sync.server.core.SessionCore.on_inbound>`), which decodes and dispatches it.
+After the handshake a connection is served by the shared I/O threads (``io_threads``, a
+:class:`~vuer_sync.io_loop.IoLoops`): the socket is taken from the HTTP server's thread, which
+ends. Every frame goes to the session's core (:meth:`SessionCore.on_inbound
+<vuer_sync.server.core.SessionCore.on_inbound>`), which decodes and dispatches it; handlers run
+on the worker pool (``handler_threads``). With ``io_threads=0``, and for TLS, the HTTP
+server's thread reads the connection until it ends and a sender thread writes it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -19,12 +24,16 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from flask import request
 
-from .._threads import start_thread
+from .._threads import WorkerPool, start_thread
+from ..channel import Channel
 from ..errors import RPCTimeout, SessionClosed
 from ..events import ClientEvent, Frame, NullEvent, ServerEvent
+from ..io_loop import IoLoop, IoLoops
 from ..transport import ConnectionClosed, WebSocketConnection
 from ..transport.budget import InboundBudget
+from ..transport.nonblocking import NonBlockingConnection
 from .registry import Registry, matches
+from .serving import TAKE_SOCKET
 from .session import VuerSession
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +69,33 @@ class Connections:
         self._ended_stats: Dict[str, Any] = {"sessions_ended": 0}
         self.inbound_budget = InboundBudget(app.inbound_bytes)
         self.rtc_room: Optional[RtcRoom] = None
+        self.io: Optional[IoLoops] = None  # the shared I/O threads (start_io)
+        self.workers: Optional[WorkerPool] = None  # handlers and session ends
+
+    def start_io(self) -> None:
+        """Start the shared I/O threads and the worker pool (``Vuer.start``)."""
+        with self.lock:
+            if self.workers is None:
+                self.workers = WorkerPool("handlers", max_workers=self.app.handler_threads)
+            if self.io is None and self.app.io_threads > 0:
+                self.io = IoLoops(self.app.io_threads, name=str(self.app.port))
+
+    def stop_io(self, timeout: float) -> None:
+        """Stop them (``Vuer.stop``, after the sessions are closed)."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            io, self.io = self.io, None
+        if io is not None:  # connections still open end here, and are cleaned up by workers
+            io.stop(timeout)
+        with self.lock:
+            workers, self.workers = self.workers, None
+        if workers is not None:
+            workers.stop(max(0.0, deadline - time.monotonic()))
+
+    def pick_loop(self) -> Optional[IoLoop]:
+        """The I/O loop for a new connection (None: serve it with threads)."""
+        io = self.io
+        return io.pick() if io is not None else None
 
     def rtc(self) -> RtcRoom:
         """The collaborative room (``app.rtc``), made on first use."""
@@ -118,13 +154,20 @@ class Connections:
     # -- the websocket loop ---------------------------------------------------------------
 
     def serve(self, ws: Any) -> None:
-        """flask-sock's handler for ``/``: run one connection until it ends."""
+        """flask-sock's handler for ``/``: hand the connection to the I/O threads and return
+        (or, without them, run it until it ends)."""
+        take = request.environ.get(TAKE_SOCKET)
+        if self.io is not None and take is not None and not isinstance(ws.sock, ssl.SSLSocket):
+            self._serve_on_loop(ws, take)
+            return
         conn = self._take_socket(ws)
         session = VuerSession(self.app, conn, str(uuid.uuid4()), request.environ, self)
         self._open(session)
         why = "client disconnected"
+        channel = session.core.channel
+        assert isinstance(channel, Channel)
         try:
-            end = session.core.channel.read_loop(session.core.on_inbound)
+            end = channel.read_loop(session.core.on_inbound)
             if isinstance(end, ConnectionClosed):
                 why = f"client closed the connection " \
                       f"({end.code}{' ' + end.reason if end.reason else ''})"
@@ -135,6 +178,31 @@ class Connections:
             why = "reader error"
         finally:
             self._close(session, conn, why)
+
+    def _serve_on_loop(self, ws: Any, take: Callable[[], socket.socket]) -> None:
+        ws.connected = False  # from here on our transport owns the socket
+        own = take()  # the HTTP server's thread ends now, without touching the connection
+        conn = NonBlockingConnection(own, is_server=True,
+                                     max_message_size=self.app.WEBSOCKET_MAX_SIZE,
+                                     inbound_budget=self.inbound_budget)
+        session = VuerSession(self.app, conn, str(uuid.uuid4()), request.environ, self)
+        self._open(session)
+        session.core.channel.start()
+
+    def connection_ended(self, session: VuerSession, exc: BaseException) -> None:
+        """A connection on the I/O threads ended (loop thread): clean up on a worker."""
+        if isinstance(exc, ConnectionClosed):
+            why = f"client closed the connection " \
+                  f"({exc.code}{' ' + exc.reason if exc.reason else ''})"
+        else:
+            why = f"connection lost: {exc}"
+        workers = self.workers
+        if workers is None:
+            return
+        try:
+            workers.submit(self._close, session, session.core.ws, why)
+        except RuntimeError:  # stopping: stop() cleans up
+            pass
 
     def _take_socket(self, ws: Any) -> WebSocketConnection:
         sock = ws.sock
@@ -165,7 +233,7 @@ class Connections:
             core.add_thread(start_thread(self._run_bind, f"vuer-bind:{session.id[:8]}",
                                          session, core.bind_queue))
 
-    def _close(self, session: VuerSession, conn: WebSocketConnection, why: str) -> None:
+    def _close(self, session: VuerSession, conn: Any, why: str) -> None:
         core = session.core
         self.app.scene.leave(session)
         if self.rtc_room is not None:
@@ -173,7 +241,7 @@ class Connections:
         core.disconnected(why)
         if core.bind_queue is not None:
             core.bind_queue.put(None)
-        core.sender.join(2.0)
+        core.channel.join(2.0)
         conn.abort()
         core.join_tasks(1.0)
         for cb in self.registry.on_disconnect:
@@ -254,9 +322,9 @@ class Connections:
             s.core.begin_close(1001, "server stopping", drain=False)
         close_by = time.monotonic() + timeout / 2  # time for the close handshakes
         for s in sessions:
-            s.core.sender.join(max(0.0, close_by - time.monotonic()))
+            s.core.channel.join(max(0.0, close_by - time.monotonic()))
         for s in sessions:
-            s.core.ws.abort()
+            s.core.channel.abort()
         threads: List[threading.Thread] = []
         with self.lock:
             threads.extend(self._threads)

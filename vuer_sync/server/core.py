@@ -19,16 +19,18 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Union
 
 from .. import codec
-from .._threads import GroupLocal, SerialWorker, start_thread
+from .._threads import GroupLocal, SerialQueue, SerialWorker, WorkerPool, start_thread
 from ..channel import Channel
 from ..coalesce import MergeInfo
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, ServerRPC
+from ..io_loop import IoLoop, LoopChannel
 from ..outbox import Outbox
 from ..rpc import PendingTable
+from ..transport.nonblocking import NonBlockingConnection
 from .ops import message_of
 from .registry import Registry
 from .render import RenderState
@@ -44,6 +46,13 @@ if TYPE_CHECKING:  # pragma: no cover
         """What a session's dispatcher needs of the server that accepted it."""
 
         registry: Registry
+        workers: Optional[WorkerPool]
+
+        def pick_loop(self) -> Optional[IoLoop]:
+            """The I/O loop for a connection served without threads of its own."""
+
+        def connection_ended(self, session: VuerSession, exc: BaseException) -> None:
+            """A connection on an I/O loop ended (called on the loop thread)."""
 
         def session_ready(self, session: VuerSession) -> None:
             """The session's INIT arrived (wake ``wait_for_session``, start its spawn)."""
@@ -83,7 +92,8 @@ class SessionCore:
     ``render_state`` (``render``'s), ``grab_render_epoch``, ``dismiss_installed``,
     ``sender`` (the sender thread), ``ws`` (the connection)."""
 
-    def __init__(self, session: VuerSession, app: Vuer, ws: WebSocketConnection, sid: str,
+    def __init__(self, session: VuerSession, app: Vuer,
+                 ws: Union[WebSocketConnection, NonBlockingConnection], sid: str,
                  server: ServerSide):
         self.session = session
         self.app = app
@@ -98,7 +108,10 @@ class SessionCore:
         )
         self.rpc = PendingTable()
         self.till = PendingTable()
-        self.handlers = SerialWorker(f"vuer-handlers:{sid[:8]}")
+        pool = server.workers
+        self.handlers: Union[SerialQueue, SerialWorker] = (
+            SerialQueue(pool, f"vuer-handlers:{sid[:8]}") if pool is not None
+            else SerialWorker(f"vuer-handlers:{sid[:8]}"))
         self.downlink: Deque[ClientEvent] = deque(maxlen=app.queue_len)
         self.closed = threading.Event()
         self.atomic = GroupLocal()
@@ -117,12 +130,21 @@ class SessionCore:
         self.tasks: List[threading.Thread] = []
         init_timeout = app.init_timeout
         self._init_by = None if not init_timeout else time.monotonic() + init_timeout
-        self.channel = Channel(ws, self.outbox, ping_interval=app.ping_interval,
-                               name=f"session {sid}", on_send_error=self._send_failed,
-                               on_keepalive_timeout=self._keepalive_timeout,
-                               deadline=self._init_deadline, on_deadline=self._init_overdue)
-        self.sender = self.channel.sender = start_thread(self.channel.send_loop,
-                                                         f"vuer-sender:{sid[:8]}")
+        hooks: Dict[str, Any] = dict(
+            ping_interval=app.ping_interval, name=f"session {sid}",
+            on_send_error=self._send_failed, on_keepalive_timeout=self._keepalive_timeout,
+            deadline=self._init_deadline, on_deadline=self._init_overdue)
+        self.channel: Union[Channel, LoopChannel]
+        loop = server.pick_loop() if isinstance(ws, NonBlockingConnection) else None
+        if loop is not None:  # started by the server once the session is registered
+            assert isinstance(ws, NonBlockingConnection)
+            self.channel = LoopChannel(loop, ws, self.outbox, on_message=self.on_inbound,
+                                       on_end=self._ended, send_timeout=app.send_timeout,
+                                       **hooks)
+        else:
+            assert not isinstance(ws, NonBlockingConnection), "no I/O loop is running"
+            self.channel = Channel(ws, self.outbox, **hooks)
+            self.channel.sender = start_thread(self.channel.send_loop, f"vuer-sender:{sid[:8]}")
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -161,7 +183,7 @@ class SessionCore:
         logger.warning("session %s dropped: %s", self.session.id, reason)
         self.begin_close(1013, "send queue over budget", drain=False)
         # the client is not reading: cut the socket rather than wait for a blocked write
-        self.ws.abort()
+        self.channel.abort()
 
     def no_atomic(self, what: str) -> None:
         """``RuntimeError`` inside ``atomic()``: ``what`` would wait for held-back messages."""
@@ -219,6 +241,10 @@ class SessionCore:
 
     def _keepalive_timeout(self) -> None:
         self.begin_close(1011, "keepalive timeout", drain=False)
+
+    def _ended(self, exc: BaseException) -> None:
+        """The connection on an I/O loop ended (loop thread)."""
+        self.server.connection_ended(self.session, exc)
 
     def _send_failed(self, exc: BaseException, batch: List[Any]) -> None:
         sid = self.session.id
@@ -353,7 +379,7 @@ class SessionCore:
                                t.name, self.session.id)
 
     def threads_to_join(self) -> List[threading.Thread]:
-        ts = [self.sender, *self._threads]
+        ts: List[Any] = [*self.channel.threads(), *self._threads]
         h = self.handlers.stop()
         if h is not None:
             ts.append(h)

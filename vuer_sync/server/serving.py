@@ -97,6 +97,11 @@ class _HeadReader(io.RawIOBase):
         super().close()
 
 
+#: The WSGI environ key of a callable that hands the request's socket over (see
+#: ``_QuietHandler.take_socket``); absent under other WSGI servers.
+TAKE_SOCKET = "vuer_sync.take_socket"
+
+
 class _QuietHandler(WSGIRequestHandler):
     header_timeout = 10.0  # set per server (HttpServer makes a subclass)
     idle_timeout = 60.0
@@ -105,6 +110,33 @@ class _QuietHandler(WSGIRequestHandler):
         super().setup()
         self._head = _HeadReader(self.connection, self.idle_timeout)
         self.rfile = io.BufferedReader(self._head)
+        self._stand_in: Optional[socket.socket] = None
+
+    def make_environ(self) -> Dict[str, Any]:
+        environ = super().make_environ()
+        environ[TAKE_SOCKET] = self.take_socket
+        return environ
+
+    def take_socket(self) -> socket.socket:
+        """Give the connection's socket away (a websocket served by the I/O threads) and
+        leave this handler a stand-in at EOF: Werkzeug ends the request without reading,
+        writing or closing the connection, and this thread ends."""
+        sock = self.connection
+        own = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        stand_in, peer = socket.socketpair()
+        peer.close()
+        self._stand_in = self.connection = stand_in
+        self.rfile = io.BufferedReader(io.BytesIO())
+        self.wfile = io.BytesIO()
+        self.close_connection = True
+        return own
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            if self._stand_in is not None:
+                self._stand_in.close()
 
     def handle_one_request(self) -> None:
         self._head.deadline = time.monotonic() + self.header_timeout

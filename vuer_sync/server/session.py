@@ -39,6 +39,7 @@ from .ops import SceneOps, encode_event, message_of
 if TYPE_CHECKING:  # pragma: no cover
     from ..record import StateSerializer
     from ..transport import WebSocketConnection
+    from ..transport.nonblocking import NonBlockingConnection
     from .app import Vuer
     from .core import ServerSide
 
@@ -60,7 +61,8 @@ class VuerSession(SceneOps):
             session.forever()
     """
 
-    def __init__(self, app: Vuer, ws: WebSocketConnection, sid: str, environ: Dict[str, Any],
+    def __init__(self, app: Vuer, ws: Union[WebSocketConnection, NonBlockingConnection],
+                 sid: str, environ: Dict[str, Any],
                  server: ServerSide):
         self.app = app
         self.id = sid

@@ -196,6 +196,11 @@ class Protocol:
         return self.state is not _OPEN or self._write_broken
 
     @property
+    def failed(self) -> bool:
+        """True once this side failed the connection (a protocol error: 1002/1007/1009/1013)."""
+        return self._failed
+
+    @property
     def write_broken(self) -> bool:
         """True after :meth:`write_failed`."""
         return self._write_broken

@@ -1,5 +1,6 @@
 """``POST /relay?sid=<session id or *>``: a msgpack message from another process, queued as it
-is on one session (or every session, ``*``) behind what is already queued there."""
+is on one session (or every session, ``*``) behind what is already queued there. In a fleet,
+on whichever node the session is connected to (``*``: every client of every node)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def relay(app: Vuer) -> Response:
     except ProtocolError as e:
         return Response(f"bad body: {e}\n", status=400, mimetype="text/plain")
     targets = app.sessions if sid == "*" else [s for s in app.sessions if s.id == sid]
+    payload = codec.encode(msg)
+    if app.fleet is not None and (sid == "*" or not targets):
+        try:  # the client is on another node, or every client of every node
+            delivered = app.scene.fleet_relay(sid, payload)
+        except SessionClosed:
+            return Response(f"no session {sid} in the room\n", status=404,
+                            mimetype="text/plain")
+        return Response(f'{{"delivered": {delivered}}}', mimetype="application/json")
     if sid != "*" and not targets:
         return Response(f"no session {sid}\n", status=404, mimetype="text/plain")
-    payload = codec.encode(msg)
     delivered = 0
     for s in targets:
         try:

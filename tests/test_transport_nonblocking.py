@@ -1,0 +1,252 @@
+"""The transport conformance cases, on the new core: a server-side
+:class:`~vuer_sync.transport.nonblocking.NonBlockingConnection` served by an
+:class:`~vuer_sync.io_loop.IoLoop` (as every websocket of a ``Vuer`` server is), against a peer
+that frames by hand (``test_transport_connection.RawPeer``)."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import struct
+import threading
+import time
+from typing import Any, List
+
+import pytest
+from test_transport_connection import PROTOCOL_VIOLATIONS, TIMEOUT, RawPeer
+
+from vuer_sync.io_loop import IoLoop, LoopChannel
+from vuer_sync.outbox import Outbox
+from vuer_sync.transport import ConnectionClosed
+from vuer_sync.transport import frames as F
+from vuer_sync.transport.frames import encode_header
+from vuer_sync.transport.nonblocking import NonBlockingConnection
+
+
+class LoopConn:
+    """One server-side connection on the loop: ``receive()`` what ``on_message`` got (or the
+    ``ConnectionClosed`` that ended it), ``send()`` through an outbox, ``close()``."""
+
+    def __init__(self, loop: IoLoop, sock: socket.socket, **kw: Any) -> None:
+        self.got: queue.Queue[Any] = queue.Queue()
+        self.outbox = Outbox(encode=bytes, decode=lambda p: {})
+        self.conn = NonBlockingConnection(sock, is_server=True, **kw)
+        self.channel = LoopChannel(loop, self.conn, self.outbox, on_message=self.got.put,
+                                   on_end=self.got.put, name="test")
+        self.channel.start()
+
+    def receive(self, timeout: float = TIMEOUT) -> Any:
+        item = self.got.get(timeout=timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def send(self, payload: Any) -> None:
+        self.outbox.push(payload)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.channel.set_close(code, reason)
+        self.outbox.close("closing", drain=True)
+
+
+@pytest.fixture
+def loop():
+    lp = IoLoop("test")
+    yield lp
+    lp.stop(5)
+
+
+@pytest.fixture
+def make_pair(loop):
+    made: List[Any] = []
+
+    def make(**kw: Any):
+        a, b = socket.socketpair()
+        made.extend([a, b])
+        return LoopConn(loop, a, **kw), RawPeer(b)
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def pair(make_pair):
+    return make_pair()
+
+
+def expect_failure(conn: LoopConn, peer: RawPeer, code: int) -> ConnectionClosed:
+    """The connection ends with ``code``, its close frame (with that code) reaches the peer,
+    and then the end of the stream."""
+    with pytest.raises(ConnectionClosed) as ei:
+        while True:
+            conn.receive()
+    assert ei.value.code == code, ei.value
+    assert peer.expect_close()[0] == code
+    peer.expect_eof()
+    assert conn.channel.reader_done.is_set()
+    return ei.value
+
+
+def test_round_trips_both_ways(pair):
+    conn, peer = pair
+    peer.send_frame(F.OP_BINARY, b"\x00\x01binary\xff")
+    peer.send_frame(F.OP_TEXT, "héllo ☃ 𝄞".encode())
+    assert conn.receive() == b"\x00\x01binary\xff"
+    assert conn.receive() == "héllo ☃ 𝄞"
+    conn.send(b"back")
+    assert peer.recv_message()[1] == b"back"
+
+
+@pytest.mark.parametrize("case", list(PROTOCOL_VIOLATIONS))
+def test_protocol_violations_are_1002(pair, case):
+    conn, peer = pair
+    peer.send_frame(F.OP_BINARY, b"fine")
+    assert conn.receive() == b"fine"
+    PROTOCOL_VIOLATIONS[case](peer)
+    expect_failure(conn, peer, F.CLOSE_PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"\x03", 1002), (struct.pack("!H", 1005), 1002), (struct.pack("!H", 5000), 1002),
+    (struct.pack("!H", 1000) + b"\xc3\x28", 1007)])
+def test_invalid_close_frames(pair, payload, code):
+    conn, peer = pair
+    peer.send_frame(F.OP_CLOSE, payload)
+    expect_failure(conn, peer, code)
+
+
+def test_invalid_utf8_fails_fast_inside_a_fragmented_message(pair):
+    conn, peer = pair
+    peer.send_frame(F.OP_TEXT, b"ok \xed\xa0\x80", fin=False)
+    expect_failure(conn, peer, F.CLOSE_INVALID_PAYLOAD)
+
+
+def test_oversize_header_is_1009_before_any_payload(make_pair):
+    conn, peer = make_pair(max_message_size=1000)
+    peer.send_frame(F.OP_BINARY, b"x" * 1000)
+    assert conn.receive() == b"x" * 1000
+    peer.sock.sendall(encode_header(2**40, F.OP_BINARY, mask_key=b"abcd"))
+    assert "1000" in expect_failure(conn, peer, F.CLOSE_MESSAGE_TOO_BIG).reason
+
+
+def test_fragments_with_a_ping_answered_mid_message(pair):
+    conn, peer = pair
+    peer.send_frame(F.OP_BINARY, b"a" * 70_000, fin=False)
+    peer.send_frame(F.OP_PING, b"mid")
+    h, payload = peer.recv_clean_frame()  # answered before the message is complete
+    assert (h.opcode, payload) == (F.OP_PONG, b"mid")
+    peer.send_frame(F.OP_CONTINUATION, b"b" * 70_000, fin=True)
+    assert conn.receive() == b"a" * 70_000 + b"b" * 70_000
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1000, ""), (1001, "going away"), (4000, "app")])
+def test_peer_initiated_close_is_echoed(pair, code, reason):
+    conn, peer = pair
+    peer.send_close(code, reason)
+    with pytest.raises(ConnectionClosed) as ei:
+        conn.receive()
+    assert (ei.value.code, ei.value.reason) == (code, reason)
+    assert peer.expect_close()[0] == code  # the echo carries the code
+    peer.expect_eof()
+
+
+def test_server_initiated_close_after_what_was_queued(pair):
+    conn, peer = pair
+    for i in range(100):
+        conn.send(b"m%d" % i)
+    conn.close(4001, "done")
+    assert [peer.recv_message()[1] for _ in range(100)] == [b"m%d" % i for i in range(100)]
+    assert peer.expect_close() == (4001, "done")
+    peer.send_close(4001, "done")
+    with pytest.raises(ConnectionClosed) as ei:
+        conn.receive()
+    assert ei.value.code == 4001
+
+
+def test_a_peer_that_never_answers_the_close_is_cut_after_a_second(pair):
+    conn, peer = pair
+    conn.close(1000, "")
+    assert peer.expect_close()[0] == 1000
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionClosed):
+        conn.receive(5)
+    assert 0.8 < time.monotonic() - t0 < 3
+    assert peer.sock.recv(1) == b""
+
+
+@pytest.mark.parametrize("cut", ["header", "small payload", "large payload"])
+def test_eof_mid_frame_is_1006(pair, cut):
+    conn, peer = pair
+    frame = peer.frame(F.OP_BINARY, b"x" * (200_000 if cut == "large payload" else 50))
+    peer.sock.sendall(frame[:1] if cut == "header" else frame[: len(frame) // 2])
+    peer.sock.shutdown(socket.SHUT_WR)
+    with pytest.raises(ConnectionClosed) as ei:
+        conn.receive()
+    assert ei.value.code == 1006
+
+
+def test_10k_small_messages_in_order(pair):
+    conn, peer = pair
+    for i in range(10_000):
+        conn.send(i.to_bytes(4, "big"))
+    got = [int.from_bytes(peer.recv_message()[1], "big") for _ in range(10_000)]
+    assert got == list(range(10_000))
+
+
+def test_50mb_with_concurrent_pings_keeps_the_stream_clean(make_pair):
+    """A 50 MB message through a small socket buffer (many partial writes of views of the
+    caller's memory) while the peer pings: every pong comes whole, between frames."""
+    conn, peer = make_pair(fragment_size=2**20)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    big = bytes(range(256)) * (50 * 4096)
+    conn.send(big)
+    pings = threading.Thread(target=lambda: [peer.send_frame(F.OP_PING, b"p%d" % i)
+                                             or time.sleep(0.002) for i in range(50)])
+    pings.start()
+    opcode, payload, controls = peer.recv_message()
+    pings.join(10)
+    assert opcode == F.OP_BINARY and payload == big
+    pongs = [p for op, p in controls if op == F.OP_PONG]
+    assert pongs and all(p.startswith(b"p") for p in pongs)
+
+
+class _CountingSocket(socket.socket):
+    sizes: List[int]
+
+    def sendmsg(self, buffers, *args):  # type: ignore[override]
+        n = super().sendmsg(buffers, *args)
+        self.sizes.append(n)
+        return n
+
+
+@pytest.mark.parametrize("write_chunk", [1000, 64 * 1024])
+def test_large_writes_are_split_into_write_chunk_system_calls(loop, write_chunk):
+    a, b = socket.socketpair()
+    s = _CountingSocket(a.family, a.type, a.proto, fileno=a.detach())
+    s.sizes = []
+    conn = LoopConn(loop, s, write_chunk=write_chunk)
+    peer = RawPeer(b)
+    try:
+        payload = b"z" * 300_000
+        conn.send(payload)
+        assert peer.recv_message()[1] == payload
+        assert s.sizes and max(s.sizes) <= write_chunk
+        assert sum(s.sizes) >= len(payload)
+    finally:
+        s.close()
+        b.close()
+
+
+def test_a_direct_write_keeps_order_with_the_loop(pair):
+    """``write_now`` (an RPC request written by its caller) goes between queued batches,
+    never inside one, and what was queued after it follows it."""
+    conn, peer = pair
+    conn.send(b"first")
+    assert peer.recv_message()[1] == b"first"
+    m = conn.outbox.take_direct(b"direct")
+    assert m is not None
+    conn.channel.write_now(m)
+    conn.send(b"after")
+    assert [peer.recv_message()[1] for _ in range(2)] == [b"direct", b"after"]
+    conn.outbox.wait_written(timeout=5)

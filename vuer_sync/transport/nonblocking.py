@@ -1,0 +1,349 @@
+"""A non-blocking RFC 6455 endpoint for a selector loop: bytes are moved only when the socket
+is ready, and no call ever waits.
+
+:class:`NonBlockingConnection` is the second socket shell of
+:class:`~vuer_sync.transport.protocol.Protocol` (the first,
+:class:`~vuer_sync.transport.connection.WebSocketConnection`, blocks, with a thread per
+reader). It owns no thread: a loop calls :meth:`NonBlockingConnection.read` when the socket is
+readable and :meth:`NonBlockingConnection.flush` when it is writable; any thread may
+:meth:`~NonBlockingConnection.queue` whole frames and try to write them at once (every write
+goes through one lock, and an entry is written whole before a control frame or another entry).
+
+>>> import socket
+>>> from vuer_sync.transport import WebSocketConnection
+>>> a, b = socket.socketpair()
+>>> server = NonBlockingConnection(a, is_server=True)
+>>> peer = WebSocketConnection(b, is_server=False)
+>>> frames, count = server.protocol.encode_many([b"hello"])
+>>> server.queue(frames, token="batch 1")
+>>> server.flush(), server.take_written()
+(True, ['batch 1'])
+>>> peer.receive()
+b'hello'
+>>> peer.send(b"hi")
+>>> scratch = memoryview(bytearray(65536))
+>>> server.read(scratch)
+[b'hi']
+>>> a.close(); b.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Deque, List, Optional, Union
+
+from .budget import InboundBudget
+from .exceptions import ConnectionClosed
+from .protocol import Pong, Protocol, State
+
+__all__ = ["NonBlockingConnection", "WRITE_CHUNK"]
+
+logger = logging.getLogger("vuer_sync.transport")
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+#: Bytes per ``sendmsg`` (the same 512 KiB as the blocking shell: see its ``WRITE_CHUNK``).
+WRITE_CHUNK = 512 * 1024
+
+try:
+    _IOV_MAX = int(os.sysconf("SC_IOV_MAX"))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+    _IOV_MAX = 16
+#: Buffers per ``sendmsg`` call.
+IOV_BATCH = max(2, min(512, _IOV_MAX if _IOV_MAX > 0 else 1024))
+
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+#: After a read that completed more than this many frames, the next reads take
+#: :data:`SMALL_READ` bytes (a million pings from one client then delay the others' turns by
+#: the parsing of 4 KiB, not of 64 KiB).
+MANY_FRAMES = 128
+SMALL_READ = 4096
+
+
+class _Entry:
+    """Buffers to write in order (whole frames), and what to report once they are out."""
+
+    __slots__ = ("bufs", "started", "token")
+
+    def __init__(self, bufs: List[Buffer], token: Any) -> None:
+        self.bufs: Deque[memoryview] = collections.deque(
+            memoryview(b).cast("B") for b in bufs if len(b))
+        self.token = token
+        self.started = False
+
+
+class NonBlockingConnection:
+    """The socket side of one WebSocket connection, for a selector loop (plain sockets).
+
+    :param sock: the connected socket after the HTTP upgrade; it is made non-blocking.
+    :param is_server: as for :class:`~vuer_sync.transport.protocol.Protocol`.
+    :param max_message_size: larger inbound messages fail the connection with 1009.
+    :param fragment_size: outbound messages larger than this go as several frames.
+    :param write_chunk: at most this many bytes per ``sendmsg`` (large messages are written
+        in pieces of the caller's memory, without copies).
+    :param inbound_budget: shared by the connections of a server (see ``budget.py``).
+    :param max_read: bytes per :meth:`read` (:data:`SMALL_READ` after a read of more than
+        :data:`MANY_FRAMES` frames).
+
+    State the loop reads: ``protocol``, ``last_received`` / ``last_progress`` (monotonic times
+    of the last byte read / written), ``pending`` (entries not yet written),
+    ``bytes_sent``/``bytes_received``/``messages_received``, ``last_pong``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        is_server: bool = True,
+        max_message_size: Optional[int] = 2**28,
+        fragment_size: int = 32 * 2**20,
+        write_chunk: int = WRITE_CHUNK,
+        inbound_budget: Optional[InboundBudget] = None,
+        max_read: int = 65536,
+    ) -> None:
+        if write_chunk < 1:
+            raise ValueError("write_chunk must be positive")
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
+        self.sock = sock
+        self.protocol = Protocol(is_server=is_server, max_message_size=max_message_size,
+                                 fragment_size=fragment_size, inbound_budget=inbound_budget)
+        self.write_chunk = int(write_chunk)
+        self._lock = threading.Lock()  # every write, and the entry queue
+        self._entries: Deque[_Entry] = collections.deque()
+        self._written: List[Any] = []  # tokens of entries written since take_written()
+        self._dropped: List[Any] = []  # tokens of entries that will never be written
+        now = time.monotonic()
+        self.last_received = now
+        self.last_progress = now
+        self.last_pong: Optional[float] = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_received = 0
+        self.max_read = int(max_read)
+        self.read_size = self.max_read  # bytes the next read() takes at most
+        self._shut_wr = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def pending(self) -> int:
+        """Entries queued and not completely written."""
+        return len(self._entries)
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, scratch: memoryview) -> List[Union[bytes, str]]:
+        """Read what the socket has (one ``recv_into`` of up to ``len(scratch)`` bytes) and
+        return the messages it completes. Pings are answered (the pong is queued: call
+        :meth:`flush`); pongs are recorded. After the peer's close frame, or a protocol error
+        (this side's close frame is then queued), :attr:`input_ended` is True. Raises
+        :class:`ConnectionClosed` when the stream ends or the read fails."""
+        protocol = self.protocol
+        try:
+            n = self.sock.recv_into(scratch, min(len(scratch), self.read_size))
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as e:
+            raise protocol.connection_lost(f"read failed: {e}") from None
+        if n == 0:
+            protocol.receive_eof()
+            raise protocol.closed_error()
+        self.last_received = time.monotonic()
+        self.bytes_received += n
+        protocol.receive_data(scratch[:n])
+        out: List[Union[bytes, str]] = []
+        events = protocol.events_received()
+        for ev in events:
+            kind = type(ev)
+            if kind is bytes or kind is str:
+                out.append(ev)  # type: ignore[arg-type]
+            elif kind is Pong:
+                self.last_pong = self.last_received
+        self.messages_received += len(out)
+        # many frames per read (a flood of pings or tiny messages): read less at a time,
+        # so that parsing one connection's backlog never holds the loop for long
+        self.read_size = SMALL_READ if len(events) > MANY_FRAMES else self.max_read
+        return out
+
+    @property
+    def input_ended(self) -> bool:
+        """No more messages will come: the peer's close frame arrived or this side failed the
+        connection (``protocol.closed_error()`` says with what code)."""
+        p = self.protocol
+        return p.close_rcvd or p.failed
+
+    # ------------------------------------------------------------------ writing
+
+    def queue(self, bufs: List[Buffer], token: Any = None) -> None:
+        """Queue whole frames (``Protocol.encode_many``/``frames_of`` output) to be written
+        after what is queued; ``token`` (unless None) comes back from :meth:`take_written`
+        once they are out (or from :meth:`take_dropped` if the connection ends first).
+        Control frames (pongs, pings, the close) go out between entries."""
+        p = self.protocol
+        with self._lock:
+            if p.close_sent or p.write_broken or p.state is State.CLOSED:
+                self._dropped.append(token)
+                return
+            self._entries.append(_Entry(bufs, token))
+
+    def flush(self) -> bool:
+        """Write queued entries and control frames until done or the socket is full; True
+        when nothing is left to write. Raises :class:`ConnectionClosed` if a write fails."""
+        with self._lock:
+            return self._flush_locked()
+
+    def try_write(self, bufs: List[Buffer], token: Any) -> bool:
+        """From any thread: queue ``bufs`` and write at once if the socket takes them. True
+        when everything (including what was queued before) is written."""
+        self.queue(bufs, token)
+        return self.flush()
+
+    def take_written(self) -> List[Any]:
+        """Tokens of the entries written since the last call, in order."""
+        with self._lock:
+            out, self._written = self._written, []
+        return out
+
+    def take_dropped(self) -> List[Any]:
+        """Tokens of entries that will never be written (the connection ended first)."""
+        with self._lock:
+            out, self._dropped = self._dropped, []
+        return out
+
+    def _control_entry(self) -> bool:
+        """Put the next control frame in front (only between entries). True if one was."""
+        entries = self._entries
+        if entries and entries[0].started:
+            return False
+        item = self.protocol.next_control(allow_close=True)
+        if item is None:
+            return False
+        is_close, frame = item
+        entries.appendleft(_Entry([frame], _CLOSE_TOKEN if is_close else _CONTROL_TOKEN))
+        return True
+
+    def _flush_locked(self) -> bool:
+        protocol = self.protocol
+        entries = self._entries
+        sock = self.sock
+        limit = self.write_chunk
+        while True:
+            if protocol.has_control():
+                self._control_entry()
+            if not entries:
+                if protocol.take_eof():
+                    self._shutdown_wr()
+                return True
+            if protocol.write_broken:
+                self._drop_all()
+                raise protocol.closed_error()
+            iov: List[memoryview] = []
+            size = 0
+            for e in entries:
+                for b in e.bufs:
+                    if iov and (size + len(b) > limit or len(iov) >= IOV_BATCH):
+                        break
+                    iov.append(b[: limit - size] if len(b) > limit - size else b)
+                    size += len(iov[-1])
+                else:
+                    continue
+                break
+            try:
+                sent = sock.sendmsg(iov)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError as err:
+                if err.errno in _AGAIN:
+                    return False
+                protocol.write_failed()
+                self._drop_all()
+                logger.debug("websocket send failed: %s", err)
+                raise ConnectionClosed(1006, f"send failed: {err}") from None
+            if sent:
+                self.last_progress = time.monotonic()
+                self.bytes_sent += sent
+            self._advance(sent)
+            if sent < size:
+                return False
+
+    def _advance(self, sent: int) -> None:
+        entries = self._entries
+        while sent and entries:
+            e = entries[0]
+            e.started = True
+            bufs = e.bufs
+            while sent and bufs:
+                b = bufs[0]
+                if sent >= len(b):
+                    sent -= len(b)
+                    bufs.popleft()
+                else:
+                    bufs[0] = b[sent:]
+                    sent = 0
+            if not bufs:
+                entries.popleft()
+                self._done(e.token)
+        while entries and not entries[0].bufs:  # entries of empty buffers
+            self._done(entries.popleft().token)
+
+    def _done(self, token: Any) -> None:
+        if token is _CLOSE_TOKEN:
+            self.protocol.close_frame_written()
+            # nothing may follow a close frame: what was queued behind it is dropped
+            self._drop_all()
+        elif token is not _CONTROL_TOKEN and token is not None:
+            self._written.append(token)
+
+    def _drop_all(self) -> None:
+        for e in self._entries:
+            if e.token is not _CLOSE_TOKEN and e.token is not _CONTROL_TOKEN \
+                    and e.token is not None:
+                self._dropped.append(e.token)
+        self._entries.clear()
+
+    def _shutdown_wr(self) -> None:
+        if not self._shut_wr:
+            self._shut_wr = True
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ ending
+
+    def abort(self) -> None:
+        """Drop the connection: CLOSED (1006 unless a close code is known), the socket shut
+        down both ways (the loop then sees it readable, reads EOF and closes it). Safe from
+        any thread, more than once."""
+        self.protocol.abort()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close_socket(self) -> None:
+        """Release the file descriptor (the loop, after unregistering it)."""
+        with self._lock:
+            self._drop_all()
+        self.protocol.abort()
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover
+            pass
+
+
+_CLOSE_TOKEN = object()
+_CONTROL_TOKEN = object()
