@@ -1,6 +1,6 @@
 """The server side of the side-by-side benchmarks: one process per server under test.
 
-    python benchmarks/bench_agent.py vuer_sync|vuer|viser
+    python benchmarks/bench_agent.py vuer_sync|vuer|viser [OPTIONS_JSON]
 
 Started and driven by ``run.py`` (through :class:`common.Agent`), not by hand. It starts the
 server on 127.0.0.1, prints ``@@{"port": ...}`` on the protocol pipe, then executes JSON
@@ -27,7 +27,14 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from common import control_loop, free_port, summarize_ns, summarize_s, wait_port
+from common import (
+    control_loop,
+    free_port,
+    raise_nofile,
+    summarize_ns,
+    summarize_s,
+    wait_port,
+)
 
 logger = logging.getLogger("benchmarks.agent")
 
@@ -144,10 +151,10 @@ class _PoseTimes:
 class SyncAgent:
     impl = "vuer_sync"
 
-    def __init__(self) -> None:
+    def __init__(self, **vuer_kw: Any) -> None:
         from vuer_sync import Vuer
 
-        self.app = Vuer(port=0)
+        self.app = Vuer(port=0, **vuer_kw)  # vuer_kw: run.py's variants (e.g. io_threads=0)
         self.app.start(block=False)
         self.port = self.app.port
         self.armed = _Armed()
@@ -302,6 +309,14 @@ class SyncAgent:
     def cmd_stats(self) -> Dict[str, Any]:
         return {"stats": self.app.stats}
 
+    def cmd_greet(self) -> Dict[str, Any]:
+        """Make the server send something to every new client: a non-empty ``app.scene``
+        goes to each client as one ``SET`` when it connects."""
+        from vuer_sync.schemas import Box
+
+        self.app.scene.upsert @ Box(key="greet", position=[0.0, 0.0, 0.0])
+        return {"ok": True}
+
     def stop(self) -> None:
         self.app.stop()
 
@@ -356,9 +371,14 @@ class VuerAgent:
         self.big: Any = None
         self.pose: Optional[_PoseTimes] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.greet = False
 
         async def main(session: Any) -> None:
             self.sessions.append(session)
+            if self.greet:  # cmd_greet: a box to every client, once its INIT arrived
+                from vuer.schemas import Box
+
+                session.upsert @ Box(key="greet", position=[0.0, 0.0, 0.0])
             try:
                 await session.forever()
             finally:
@@ -579,6 +599,12 @@ class VuerAgent:
         return _pose_result(pt, ticks, nodes, batch, duration,
                             extra={"uplink_backlog": backlog})
 
+    def cmd_greet(self) -> Dict[str, Any]:
+        """Make the server send something to every new client: its spawned handler (which
+        Vuer 0.1.6 starts when the client's INIT arrives) upserts a box."""
+        self.greet = True
+        return {"ok": True}
+
     def stop(self) -> None:
         loop = self.loop
         if loop is not None and loop.is_running():
@@ -717,6 +743,13 @@ class ViserAgent:
         self.server.flush()
         return {"ok": True}
 
+    def cmd_greet(self) -> Dict[str, Any]:
+        """Make the server send something to every new client: viser replays its scene
+        state (here one box) to each client when it connects."""
+        self.server.scene.add_box("/greet", position=(0.0, 0.0, 0.0))
+        self.server.flush()
+        return {"ok": True}
+
     def stop(self) -> None:
         self.server.stop()
 
@@ -752,7 +785,11 @@ def main() -> None:
         proto.write("@@" + json.dumps(_jsonable(obj)) + "\n")
         proto.flush()
 
-    agent = AGENTS[impl]()
+    opts = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    nofile = opts.pop("nofile", None)
+    if nofile:  # before the server starts (vuer_sync sizes its default max_connections by it)
+        raise_nofile(int(nofile))
+    agent = AGENTS[impl](**opts)
     mod = sys.modules.get(impl)
     reply({"port": agent.port, "pid": os.getpid(), "impl": impl,
            "module": getattr(mod, "__file__", None)})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import math
@@ -342,6 +343,22 @@ class FrameCounter:
             self.on_control(op, payload)
 
 
+def upgrade_request(port: int, subprotocol: Optional[str] = None) -> bytes:
+    """The HTTP/1.1 websocket upgrade request a :class:`RawPeer` sends."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        "GET / HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if subprotocol:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 class RawPeer:
     """A websocket client on a raw socket (HTTP/1.1 upgrade, masked frames, no extensions).
 
@@ -359,24 +376,8 @@ class RawPeer:
         sock.settimeout(timeout)
         sock.connect((HOST, port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
-        self._wlock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self.counter = FrameCounter(on_control=self._on_control)
-        self.error: Optional[BaseException] = None
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            "GET / HTTP/1.1",
-            f"Host: {HOST}:{port}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-        ]
-        if subprotocol:
-            lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self._setup(sock, port)
+        sock.sendall(upgrade_request(port, subprotocol))
         head = b""
         deadline = time.monotonic() + timeout
         while b"\r\n\r\n" not in head:
@@ -391,6 +392,24 @@ class RawPeer:
         self.leftover = rest
         if init:
             self.send(init_event())
+
+    def _setup(self, sock: socket.socket, port: int) -> None:
+        self.port = port
+        self.sock = sock
+        self._wlock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.counter = FrameCounter(on_control=self._on_control)
+        self.error: Optional[BaseException] = None
+        self.leftover = b""
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, port: int, leftover: bytes = b"") -> RawPeer:
+        """A peer for a socket whose handshake is already done (:func:`open_peers`)."""
+        self = cls.__new__(cls)
+        self._setup(sock, port)
+        self.leftover = leftover
+        return self
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -479,14 +498,15 @@ class RawPeer:
 
 
 class MultiReader:
-    """One thread draining many :class:`RawPeer` sockets with ``selectors`` (counts only)."""
+    """One thread draining many :class:`RawPeer` sockets with ``selectors`` (counts only;
+    answers pings, so that long-connected peers stay alive)."""
 
     def __init__(self, peers: List[RawPeer]):
         self.peers = peers
         self._stop = threading.Event()
         self._sel = selectors.DefaultSelector()
         for p in peers:
-            p.counter = FrameCounter()
+            p.counter = FrameCounter(on_control=p._on_control)  # answers pings
             p.sock.setblocking(False)
             self._sel.register(p.sock, selectors.EVENT_READ, p)
         self._thread = threading.Thread(target=self._run, name="bench-multi", daemon=True)
@@ -536,6 +556,118 @@ def connect_many(port: int, n: int, **kw: Any) -> List[RawPeer]:
     return peers
 
 
+def raise_nofile(n: int) -> int:
+    """Raise this process's open-file limit (soft) to at least ``n`` if the hard limit allows
+    (the many-viewers rows); returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    return soft
+
+
+def open_peers(port: int, n: int, *, subprotocol: Optional[str] = None, init: bool = True,
+               window: int = 64, timeout: float = 60.0) -> Tuple[List[RawPeer], Dict[str, Any]]:
+    """``n`` peers whose handshakes run side by side (at most ``window`` in flight) on one
+    ``selectors`` loop, so that connecting thousands costs the server, not the client, and a
+    server that serves handshakes in batches is not made to wait for one at a time.
+
+    Bounded by ``timeout`` in all: returns the peers that completed (each sent its INIT if
+    ``init``) and ``{"refused": ..., "failed": ..., "timed_out": ..., "s": ...}``; a peer whose
+    handshake did not complete is closed."""
+    sel = selectors.DefaultSelector()
+    done: List[RawPeer] = []
+    info: Dict[str, Any] = {"refused": 0, "failed": 0, "timed_out": 0}
+    pending: Dict[socket.socket, bytearray] = {}
+    started = 0
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    req = None
+
+    def drop(sock: socket.socket, why: str) -> None:
+        info[why] += 1
+        pending.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(sock)
+        sock.close()
+
+    try:
+        while (started < n or pending) and time.monotonic() < deadline:
+            while started < n and len(pending) < window:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                started += 1
+                err = sock.connect_ex((HOST, port))
+                if err not in (0, errno.EINPROGRESS):
+                    info["failed"] += 1
+                    sock.close()
+                    continue
+                pending[sock] = bytearray()
+                sel.register(sock, selectors.EVENT_WRITE)
+            for key, ev in sel.select(min(0.2, max(0.0, deadline - time.monotonic()))):
+                sock = key.fileobj  # type: ignore[assignment]
+                assert isinstance(sock, socket.socket)
+                if ev & selectors.EVENT_WRITE:
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        drop(sock, "failed")
+                        continue
+                    req = upgrade_request(port, subprotocol)
+                    try:
+                        sock.send(req)  # ~200 bytes into an empty buffer: sent whole
+                    except OSError:
+                        drop(sock, "failed")
+                        continue
+                    sel.modify(sock, selectors.EVENT_READ)
+                    continue
+                try:
+                    chunk = sock.recv(4096)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    drop(sock, "failed")
+                    continue
+                head = pending[sock]
+                head += chunk
+                if b"\r\n\r\n" not in head:
+                    continue
+                line, _, rest = bytes(head).partition(b"\r\n\r\n")
+                if b" 101 " not in line.split(b"\r\n", 1)[0] + b" ":
+                    drop(sock, "refused")
+                    continue
+                del pending[sock]
+                sel.unregister(sock)
+                sock.settimeout(10.0)
+                peer = RawPeer.adopt(sock, port, rest)
+                if init:
+                    peer.send(init_event())
+                done.append(peer)
+    finally:
+        for sock in list(pending):
+            drop(sock, "timed_out")
+        sel.close()
+    info["timed_out"] += n - started
+    info["s"] = time.monotonic() - t0
+    return done, info
+
+
+def close_all(peers: Iterable[RawPeer], timeout: float = 30.0) -> None:
+    """Close every peer (a close frame each, then the socket), bounded by ``timeout`` in all:
+    what is left after it is closed without the close frame."""
+    deadline = time.monotonic() + timeout
+    for p in peers:
+        if time.monotonic() < deadline:
+            p.close()
+        else:
+            with contextlib.suppress(OSError):
+                p.sock.close()
+
+
 # -- viser's wire format (to read pose updates in the delivery check) ------------------------
 
 
@@ -577,10 +709,12 @@ class Agent:
     """``bench_agent.py <impl>`` in a subprocess; JSON commands on stdin, replies on stdout.
 
     The agent's own stdout (banners, Vuer's prints) goes to its log file, so the protocol
-    pipe carries only replies.
+    pipe carries only replies. ``options`` (JSON, optional): ``nofile`` raises the agent's
+    open-file limit; for vuer_sync the rest are ``Vuer(...)`` keywords (e.g. ``io_threads``).
     """
 
-    def __init__(self, impl: str, log_dir: Path, tag: str = "", start_timeout: float = 60.0):
+    def __init__(self, impl: str, log_dir: Path, tag: str = "", start_timeout: float = 60.0,
+                 options: Optional[Dict[str, Any]] = None):
         self.impl = impl
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"agent_{impl}{('_' + tag) if tag else ''}.log"
@@ -589,8 +723,11 @@ class Agent:
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        argv = [sys.executable, str(AGENT_SCRIPT), impl]
+        if options:
+            argv.append(json.dumps(options))
         self.proc = subprocess.Popen(
-            [sys.executable, str(AGENT_SCRIPT), impl], stdin=subprocess.PIPE,
+            argv, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, cwd=str(HERE), env=env, text=True,
             bufsize=1)
         self._lines: queue.Queue[Optional[str]] = queue.Queue()

@@ -127,7 +127,53 @@ def goals(res: Dict[str, Any]) -> List[Dict[str, Any]]:
         (g <= 20 and gp <= 20) if _num(g) and _num(gp) else None,
         f"row 8a end {fmt(g)} MB, peak {fmt(gp)} MB; row 8b end "
         f"{fmt(v('8b', 'rss_growth_MB', 'vuer_sync'))} MB")
+    _many_viewer_goals(res, v, add)
     return out
+
+
+def _many_viewer_goals(res: Dict[str, Any], v: Callable[[str, str, str], Any],
+                       add: Callable[[str, Optional[bool], str], None]) -> None:
+    """Issue 20's goals (rows 6, 9-11); ``[io_threads=0]`` is vuer_sync before it."""
+    prm = res["params"]
+    c6, c6v = v("6", "cpu_pct", "vuer_sync"), v("6", "cpu_pct", "viser")
+    add("broadcast 60 Hz to 100 viewers: CPU <= viser's (issue 20)",
+        c6 <= c6v if _num(c6) and _num(c6v) else None,
+        f"{fmt(c6)} vs {fmt(c6v)}% of a core (row 6)")
+
+    def sync(m: str) -> Any:
+        return v("9", m, "vuer_sync")
+
+    n9 = prm.get("many_idle")
+    th, kb, kbv, cpu = (sync("threads_added"), sync("rss_per_viewer_KB"),
+                        v("9", "rss_per_viewer_KB", "viser"), sync("idle_cpu_pct"))
+    ok = None
+    if _num(th) and _num(kb) and _num(kbv) and _num(cpu):
+        ok = th <= 8 and kb <= kbv and cpu < 1.0
+    add(f"{n9} idle viewers: <= 8 threads added, RSS per viewer <= viser's, idle CPU ~ 0 "
+        "(issue 20)", ok,
+        f"{fmt(th)} threads, {fmt(kb)} KB per viewer (viser {fmt(kbv)} KB), {fmt(cpu)}% of a "
+        f"core (row 9); io_threads=0: {fmt(sync('threads_added_io0'))} threads, "
+        f"{fmt(sync('rss_per_viewer_KB_io0'))} KB per viewer")
+    held = sync("rss_held_MB")
+    add(f"connection churn returns memory: RSS within 20 MB of the baseline after {n9} "
+        "viewers left (issue 20)", held <= 20 if _num(held) else None,
+        f"{fmt(held)} MB held, {fmt(sync('threads_left'))} threads left (row 9); "
+        f"io_threads=0: {fmt(sync('rss_held_MB_io0'))} MB")
+    d, c = v("10", "delivered_min_pct", "vuer_sync"), v("10", "cpu_pct", "vuer_sync")
+    add(f"broadcast 30 Hz to {prm.get('many_bcast')} viewers: 100% to the worst viewer, "
+        "within one core (issue 20)",
+        (d >= 100 and c <= 100) if _num(d) and _num(c) else None,
+        f"worst viewer {fmt(d)}%, {fmt(c)}% of a core (row 10; viser "
+        f"{fmt(v('10', 'cpu_pct', 'viser'))}%); io_threads=0: "
+        f"{fmt(v('10', 'delivered_min_pct_io0', 'vuer_sync'))}%, "
+        f"{fmt(v('10', 'cpu_pct_io0', 'vuer_sync'))}% of a core")
+    p99 = v("11", "p99_ms", "vuer_sync")
+    add(f"{prm.get('many_conn')} connected viewers: a new client's first message p99 < 50 ms "
+        "(issue 20)", p99 < 50 if _num(p99) else None,
+        f"p99 {fmt(p99)} ms, p50 {fmt(v('11', 'p50_ms', 'vuer_sync'))} ms with "
+        f"{fmt(v('11', 'viewers', 'vuer_sync'))} viewers (row 11; viser p99 "
+        f"{fmt(v('11', 'p99_ms', 'viser'))} ms); io_threads=0: p99 "
+        f"{fmt(v('11', 'p99_ms_io0', 'vuer_sync'))} ms")
 
 
 # -- RESULTS.md ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The benchmark suite: vuer_sync side by side with Vuer 0.1.6 (aiohttp) and viser 1.1.
 
-    python benchmarks/run.py                 # full run (about 5 minutes on 2 cores)
+    python benchmarks/run.py                 # full run (about 10 minutes on 2 cores)
     python benchmarks/run.py --smoke         # tiny sizes, well under a minute (CI)
     python benchmarks/run.py --only 3,8      # some rows only
     python benchmarks/run.py --out DIR       # write results.json and RESULTS.md to DIR
@@ -30,12 +30,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rows  # noqa: E402
-from common import HERE, IMPLS, NA, Agent, machine_info  # noqa: E402
+from common import HERE, IMPLS, NA, Agent, machine_info, raise_nofile  # noqa: E402
 from external import run_external  # noqa: E402
 from report import fmt, goals, write_markdown  # noqa: E402
 from rows import ROW_BY_ID, ROWS  # noqa: E402
@@ -61,6 +61,15 @@ FULL = {
     "pose_hz": 1000.0,
     "pose_s": 10.0,
     "browser_k": 5,
+    "many_idle": 1000,
+    "many_bcast": 1000,
+    "many_bcast_s": 4.0,
+    "many_conn": 5000,
+    "many_probes": 30,
+    "many_probe_budget_s": 60.0,
+    "many_connect_s": 120.0,
+    "many_settle_s": 1.0,
+    "many_release_s": 8.0,
 }
 SMOKE = {
     "producer_n": 1000,
@@ -79,12 +88,24 @@ SMOKE = {
     "pose_hz": 1000.0,
     "pose_s": 1.0,
     "browser_k": 2,
+    "many_idle": 50,
+    "many_bcast": 50,
+    "many_bcast_s": 0.5,
+    "many_conn": 100,
+    "many_probes": 10,
+    "many_probe_budget_s": 5.0,
+    "many_connect_s": 30.0,
+    "many_settle_s": 0.2,
+    "many_release_s": 0.5,
 }
 
 #: rows 1-5 and 7: one long-lived server per implementation, the rows interleaved by server
 LIGHT_ROWS = {"1": rows.producer_call.run, "2": rows.small_messages.run,
               "3": rows.rpc_round_trip.run, "4": rows.large_messages.run,
               "5": rows.loop_lateness.run, "7": rows.idle_cpu.run}
+
+#: rows 9-11: one server per implementation (and vuer_sync io_threads=0) for the three
+MANY_ROWS = rows.many_viewers.RUNS
 
 #: the notes of every run (below the "is not installed" ones)
 NOTES = [
@@ -151,30 +172,44 @@ class Results:
             for name, label, unit, better in row["metrics"]:
                 self.metric(row["id"], name, label, unit, better)
 
-    def record(self, rid: str, impl: str, fn: Callable[[], Dict[str, Any]]) -> None:
+    def record(self, rid: str, impl: str, fn: Callable[[], Dict[str, Any]],
+               suffix: str = "") -> None:
         """Run one row for one server (``n/a`` where it lacks the feature) and keep its
-        values and raw replies; a failure becomes the row's values for that server."""
+        values and raw replies; a failure becomes the row's values for that server.
+        ``suffix``: a variant of the server (``spec.variant``): its values go to the row's
+        metrics ``<name><suffix>``, its raw replies under ``<impl><suffix>``."""
         row = ROW_BY_ID[rid]
-        if not row["supported"].get(impl):
+        variants = row.get("variants", {})
+        own = [name for name, *_ in row["metrics"]
+               if (name.endswith(suffix) if suffix else
+                   not any(name.endswith(v) for v in variants))]
+        if not suffix and impl != "vuer_sync":  # the variants are vuer_sync's alone
             for name, *_ in row["metrics"]:
+                if name not in own:
+                    self.put(rid, name, impl, NA)
+        if not row["supported"].get(impl):
+            for name in own:
                 self.put(rid, name, impl, NA)
             return
+        who = impl + suffix
         t = time.monotonic()
         try:
             out = fn()
         except Exception as e:
-            logger.warning("row %s %s failed: %r", rid, impl, e)
+            logger.warning("row %s %s failed: %r", rid, who, e)
             msg = f"error: {type(e).__name__}: {str(e)[:120]}"
-            for name, *_ in row["metrics"]:
+            for name in own:
                 self.put(rid, name, impl, msg)
-            self.data["rows"][rid]["raw"][impl] = {"error": repr(e)}
-            print(f"  row {rid:>2} {impl:<9} FAILED: {e!r}", flush=True)
+            self.data["rows"][rid]["raw"][who] = {"error": repr(e)}
+            print(f"  row {rid:>2} {who:<9} FAILED: {e!r}", flush=True)
             return
+        names = {name[:len(name) - len(suffix)] if suffix else name for name in own}
         for name, val in out["values"].items():
-            self.put(rid, name, impl, val)
-        self.data["rows"][rid]["raw"][impl] = out.get("raw")
+            if name in names:
+                self.put(rid, name + suffix, impl, val)
+        self.data["rows"][rid]["raw"][who] = out.get("raw")
         summary = ", ".join(f"{k}={fmt(v)}" for k, v in list(out["values"].items())[:4])
-        print(f"  row {rid:>2} {impl:<9} {time.monotonic() - t:5.1f} s  {summary}", flush=True)
+        print(f"  row {rid:>2} {who:<9} {time.monotonic() - t:5.1f} s  {summary}", flush=True)
 
 
 # -- running the rows ------------------------------------------------------------------------
@@ -254,6 +289,47 @@ def run_own_server_rows(res: Results, impls: List[str], want: Callable[[str], bo
                            rows.pose_updates.run(impl, P, log_dir, batch))
 
 
+def run_many_viewers(res: Results, impls: List[str], want: Callable[[str], bool],
+                     P: Dict[str, Any], log_dir: Path) -> None:
+    """Rows 9-11 (many viewers): one fresh server per implementation for all three, in that
+    order (row 9 first, on a server no viewer has touched), and once more for vuer_sync with
+    ``io_threads=0``, whose numbers go to the rows' ``[io_threads=0]`` metrics."""
+    wanted = [rid for rid in MANY_ROWS if want(rid)]
+    if not wanted:
+        return
+    raise_nofile(P["many_conn"] + 1024)  # the client side of row 11 (the agent raises its own)
+    variants: List[Tuple[str, Dict[str, Any], str]] = [(impl, {}, "") for impl in impls]
+    if "vuer_sync" in impls:
+        opts, suffix, _ = rows.many_viewers.IO0
+        variants.append(("vuer_sync", opts, suffix))
+    for impl, opts, suffix in variants:
+        options: Dict[str, Any] = {"nofile": P["many_conn"] + 1024, **opts}
+        if impl == "vuer_sync":  # its default is capped at 4096 connections
+            options["max_connections"] = P["many_conn"] + 256
+
+        def start(impl: str = impl, options: Dict[str, Any] = options,
+                  suffix: str = suffix) -> Agent:
+            return Agent(impl, log_dir, tag="many" + suffix, options=options)
+
+        ag: Optional[Agent] = None
+        try:
+            for rid in wanted:
+                if ag is not None and ag.proc.poll() is not None:  # crashed: a new one
+                    ag.close()
+                    ag = None
+
+                def go(rid: str = rid, impl: str = impl) -> Dict[str, Any]:
+                    nonlocal ag
+                    if ag is None:
+                        ag = start()
+                    return MANY_ROWS[rid](ag, impl, P)
+
+                res.record(rid, impl, go, suffix=suffix)
+        finally:
+            if ag is not None:
+                ag.close()
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -261,7 +337,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, well under a minute")
     ap.add_argument("--only", default="", help="comma-separated row ids (1..7, 8a, 8b, "
-                    "8 = both, ext = the other benchmarks, browser)")
+                    "8 = both, 9..11, ext = the other benchmarks, browser)")
     ap.add_argument("--out", type=Path, default=None,
                     help="directory for results.json and RESULTS.md (default: benchmarks/out "
                          "and benchmarks/RESULTS.md)")
@@ -319,6 +395,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if light or do_browser:
         run_light(res, impls, light, do_browser, P, log_dir)
     run_own_server_rows(res, impls, want, P, log_dir)
+    run_many_viewers(res, impls, want, P, log_dir)
 
     if (not only or "ext" in only) and not args.no_external:
         print("other benchmarks:", flush=True)

@@ -19,7 +19,7 @@ import pytest
 from conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ("1", "2", "3", "4", "5", "6", "7", "8a", "8b")
+ROWS = ("1", "2", "3", "4", "5", "6", "7", "8a", "8b", "9", "10", "11")
 IMPLS = ("vuer_sync", "vuer", "viser")
 
 

@@ -47,13 +47,13 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 
 from ._threads import start_thread
 from .outbox import Outbox, OutMessage
 from .transport import ConnectionClosed
 from .transport.frames import OP_BINARY
-from .transport.nonblocking import NonBlockingConnection
+from .transport.nonblocking import WRITTEN_NOW, NonBlockingConnection
 
 logger = logging.getLogger("vuer_sync.io")
 
@@ -89,6 +89,7 @@ class IoLoop:
         self._ready: Deque[LoopChannel] = collections.deque()
         self._calls: Deque[Callable[[], Any]] = collections.deque()
         self._timers: List[Tuple[float, int, LoopChannel]] = []
+        self._ended_timers = 0  # entries of ended channels still in the heap
         self._tick = itertools.count()
         self._sleeping = False
         self._woken = False
@@ -143,6 +144,15 @@ class IoLoop:
             self.channels -= 1
         except (KeyError, ValueError, OSError):
             pass
+        if ch.timer_at is not None:
+            ch.timer_at = None
+            self._ended_timers += 1
+            # the heap holds ended channels (and their sessions) until their entries come
+            # due, up to a keepalive interval: drop them once they are half of it
+            if self._ended_timers > 64 and self._ended_timers * 2 > len(self._timers):
+                self._timers[:] = [e for e in self._timers if not e[2].ended]
+                heapq.heapify(self._timers)
+                self._ended_timers = 0
 
     def arm(self, ch: LoopChannel, when: float) -> None:
         """Call ``ch.on_timer`` at ``when`` (monotonic), unless an earlier call is due."""
@@ -337,9 +347,13 @@ class LoopChannel:
         the socket does not take the loop writes."""
         bufs, _ = self.conn.protocol.encode_many([message.payload])
         try:
-            done = self.conn.try_write(bufs, [message])
+            done = self.conn.write(bufs, [message])
         finally:
             self._report()
+        if done == WRITTEN_NOW:
+            self.outbox.mark_written([message])
+            self.last_write = time.monotonic()
+            return
         if not done:
             self.outbox_ready()
 
@@ -417,7 +431,7 @@ class LoopChannel:
         encode = conn.protocol.encode_many
         frag = conn.protocol.fragment_size
         for _ in range(_TURN_BATCHES):
-            batch = outbox.pop_batch(timeout=0)
+            batch = outbox.take_batch()
             if batch is None:
                 self._outbox_closed()
                 return
@@ -425,10 +439,12 @@ class LoopChannel:
                 return
             if any(m.nbytes > frag for m in batch):
                 self._queue_fragmented(batch)
-            else:
-                conn.queue(encode([m.payload for m in batch])[0], batch)
-            if not self._flush(batch):
+                if not self._flush():
+                    return
+            elif not self._write(encode([m.payload for m in batch])[0], batch):
                 return
+            if not outbox.depth and outbox.closed is None:
+                return  # nothing more now (the listener calls again when there is)
         self.outbox_ready()  # more may be queued: the others first
 
     def _queue_fragmented(self, batch: List[OutMessage]) -> None:
@@ -452,22 +468,41 @@ class LoopChannel:
             conn.queue(bufs, None)  # no token: the batch is reported with its last entry
         conn.queue(entries[-1], batch)
 
-    def _flush(self, batch: Optional[List[OutMessage]] = None) -> bool:
+    def _write(self, bufs: List[Any], batch: List[OutMessage]) -> bool:
+        """Write one batch's frames (the fast path when nothing waits before them)."""
+        try:
+            done = self.conn.write(bufs, batch)
+        except (ConnectionClosed, OSError) as e:
+            self._write_failed(e, batch)
+            return False
+        if done == WRITTEN_NOW:  # the common case: out at once, nothing else to report
+            self.outbox.mark_written(batch)
+            self.last_write = time.monotonic()
+            return True
+        self._report()
+        if not done:
+            self._want_write(True)
+        return bool(done)
+
+    def _flush(self) -> bool:
         """Write; True when everything is out. A failed write ends the connection."""
         try:
             done = self.conn.flush()
         except (ConnectionClosed, OSError) as e:
-            self._report()
-            lost = [m for b in self.conn.take_dropped() for m in b]
-            if self.on_send_error is not None:
-                self.on_send_error(e, lost)
-            else:
-                self.outbox.abandon(lost, "send failed")
-            self.finish(e)
+            self._write_failed(e)
             return False
         self._report()
         self._want_write(not done)
         return done
+
+    def _write_failed(self, e: BaseException, batch: Sequence[OutMessage] = ()) -> None:
+        self._report()
+        lost = [*batch, *(m for b in self.conn.take_dropped() for m in b)]
+        if self.on_send_error is not None:
+            self.on_send_error(e, lost)
+        else:
+            self.outbox.abandon(lost, "send failed")
+        self.finish(e)
 
     def on_writable(self) -> None:
         if self._flush():

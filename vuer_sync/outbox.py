@@ -271,26 +271,36 @@ class Outbox:
                     self._has_data.wait(timeout)
                 finally:
                     self._takers -= 1
-            if self._closed is not None and not (self._drain_then_close and self._queue):
-                return None
-            if self._direct:
-                return []  # a caller is writing: what follows it must wait (order)
-            batch: List[OutMessage] = []
-            size = 0
-            q = self._queue
-            while q and len(batch) < max_items and (not batch or size + q[0].nbytes <= max_bytes):
-                m = q.popleft()
-                ckey = m.ckey
-                if ckey is not None and self._index.get(ckey) is m:
-                    del self._index[ckey]  # nothing queued is about these nodes any more
-                    owners = self._key_owner
-                    for k in ckey[1]:
-                        if owners.get(k) == ckey:
-                            del owners[k]
-                batch.append(m)
-                size += m.nbytes
-            self._in_flight += len(batch)
-            return batch
+            return self._take_locked(max_items, max_bytes)
+
+    def take_batch(self, max_items: int = 512,
+                   max_bytes: int = 4 << 20) -> Optional[List[OutMessage]]:
+        """:meth:`pop_batch` without waiting (a selector loop's call): ``[]`` when nothing is
+        queued, ``None`` once closed (and drained)."""
+        with self._lock:
+            return self._take_locked(max_items, max_bytes)
+
+    def _take_locked(self, max_items: int, max_bytes: int) -> Optional[List[OutMessage]]:
+        if self._closed is not None and not (self._drain_then_close and self._queue):
+            return None
+        if self._direct:
+            return []  # a caller is writing: what follows it must wait (order)
+        batch: List[OutMessage] = []
+        size = 0
+        q = self._queue
+        while q and len(batch) < max_items and (not batch or size + q[0].nbytes <= max_bytes):
+            m = q.popleft()
+            ckey = m.ckey
+            if ckey is not None and self._index.get(ckey) is m:
+                del self._index[ckey]  # nothing queued is about these nodes any more
+                owners = self._key_owner
+                for k in ckey[1]:
+                    if owners.get(k) == ckey:
+                        del owners[k]
+            batch.append(m)
+            size += m.nbytes
+        self._in_flight += len(batch)
+        return batch
 
     def take_direct(self, payload: bytes) -> Optional[OutMessage]:
         """If nothing is queued or being written, reserve the socket for the caller to write

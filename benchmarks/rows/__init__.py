@@ -1,7 +1,8 @@
 """The rows of ``run.py``: one module per row, each with its definition and its workload.
 
 A row module has ``ROW`` (id, title, what it measures, which servers have the feature, its
-metrics with units and whether lower or higher is better; ``floor``: a metric's resolution)
+metrics with units and whether lower or higher is better; ``floor``: a metric's resolution;
+``variants``: suffixes of metrics measured on a variant of vuer_sync, see ``spec.variant``)
 and a ``run`` function returning ``{"values": {...}, "raw": {...}}`` for one server.
 ``run.py`` decides which rows run, interleaves them by server and collects the results;
 ``report.py`` writes them. :data:`ROWS` is the order of the table in ``RESULTS.md``.
@@ -16,6 +17,7 @@ from . import (
     idle_cpu,
     large_messages,
     loop_lateness,
+    many_viewers,
     pose_updates,
     producer_call,
     rpc_round_trip,
@@ -32,5 +34,8 @@ ROWS: List[Dict[str, Any]] = [
     idle_cpu.ROW,
     pose_updates.ROW_8A,
     pose_updates.ROW_8B,
+    many_viewers.ROW_9,
+    many_viewers.ROW_10,
+    many_viewers.ROW_11,
 ]
 ROW_BY_ID = {r["id"]: r for r in ROWS}

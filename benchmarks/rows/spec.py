@@ -37,3 +37,20 @@ def row(rid: str, title: str, measures: str, table: str, without: Sequence[str] 
     if floor:
         spec["floor"] = floor
     return spec
+
+
+def variant(spec: Dict[str, Any], suffix: str, label: str,
+            names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Add to ``spec`` a copy of its metrics (or of ``names``) for a variant of vuer_sync run
+    in the same invocation (``run.py`` records them with :meth:`Results.record`'s ``suffix``):
+    named ``<metric><suffix>``, labelled ``<label of the metric> [<label>]``; only the
+    vuer_sync column has numbers for them (the others say ``n/a``)."""
+    base = [m for m in spec["metrics"] if names is None or m[0] in names]
+    spec["metrics"] = spec["metrics"] + [(n + suffix, f"{lab} [{label}]", unit, better)
+                                         for n, lab, unit, better in base]
+    spec.setdefault("variants", {})[suffix] = label
+    floors = spec.get("floor", {})
+    for n, *_ in base:
+        if n in floors:
+            floors[n + suffix] = floors[n]
+    return spec

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from flask import request
 
-from .._threads import WorkerPool, start_thread
+from .._threads import WorkerPool, release_memory, start_thread
 from ..channel import Channel
 from ..errors import RPCTimeout, SessionClosed
 from ..events import ClientEvent, Frame, NullEvent, ServerEvent
@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("vuer_sync.server")
 
 __all__ = ["Connections"]
+
+#: After this many sessions ended (and none is left, or four times as many in any case) the
+#: server collects garbage and trims the heap (``_threads.release_memory``).
+TRIM_AFTER = 256
 
 _SUMMED = ("queued", "sent", "coalesced", "bytes_sent", "received", "bad_messages",
            "downlink_dropped")
@@ -71,6 +75,7 @@ class Connections:
         self.rtc_room: Optional[RtcRoom] = None
         self.io: Optional[IoLoops] = None  # the shared I/O threads (start_io)
         self.workers: Optional[WorkerPool] = None  # handlers and session ends
+        self._ended_since_trim = 0
 
     def start_io(self) -> None:
         """Start the shared I/O threads and the worker pool (``Vuer.start``)."""
@@ -255,7 +260,14 @@ class Connections:
             self._threads.extend(t for t in core.threads_to_join() if t.is_alive())
             self._threads = [t for t in self._threads if t.is_alive()]
             self.cv.notify_all()
+            self._ended_since_trim += 1
+            trim = (self._ended_since_trim >= TRIM_AFTER and not self._sessions) \
+                or self._ended_since_trim >= 4 * TRIM_AFTER
+            if trim:
+                self._ended_since_trim = 0
         logger.info("session %s ended: %s", session.id, why)
+        if trim:  # a burst of closes: give the memory back (RSS returns near its baseline)
+            release_memory()
 
     # -- spawn and bind -------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from .budget import InboundBudget
 from .exceptions import ConnectionClosed
 from .protocol import Pong, Protocol, State
 
-__all__ = ["NonBlockingConnection", "WRITE_CHUNK"]
+__all__ = ["WRITTEN_NOW", "NonBlockingConnection", "WRITE_CHUNK"]
 
 logger = logging.getLogger("vuer_sync.transport")
 
@@ -59,6 +59,10 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
 IOV_BATCH = max(2, min(512, _IOV_MAX if _IOV_MAX > 0 else 1024))
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+#: :meth:`NonBlockingConnection.write` wrote everything at once, its token included, and
+#: reports nothing (the caller accounts for the token itself).
+WRITTEN_NOW = 2
 
 #: After a read that completed more than this many frames, the next reads take
 #: :data:`SMALL_READ` bytes (a million pings from one client then delay the others' turns by
@@ -205,11 +209,66 @@ class NonBlockingConnection:
         with self._lock:
             return self._flush_locked()
 
-    def try_write(self, bufs: List[Buffer], token: Any) -> bool:
-        """From any thread: queue ``bufs`` and write at once if the socket takes them. True
-        when everything (including what was queued before) is written."""
-        self.queue(bufs, token)
-        return self.flush()
+    def write(self, bufs: List[Buffer], token: Any) -> int:
+        """From any thread: queue ``bufs`` (whole frames, as :meth:`queue`) and write what the
+        socket takes now. True when everything, including what was queued before, is written.
+
+        The common case, nothing queued before it and at most ``write_chunk`` bytes, is one
+        ``sendmsg`` with no bookkeeping: then it returns :data:`WRITTEN_NOW` (2, true) and
+        ``token`` is *not* reported by :meth:`take_written` (the caller knows it is out).
+        If the write fails (:class:`ConnectionClosed`),
+        ``token`` is the caller's to account for: it is not reported as dropped."""
+        try:
+            return self._write(bufs, token)
+        except ConnectionClosed:
+            with self._lock:
+                self._dropped = [t for t in self._dropped if t is not token]
+            raise
+
+    def _write(self, bufs: List[Buffer], token: Any) -> int:
+        p = self.protocol
+        with self._lock:
+            if self._entries or p.has_control() or p.close_sent or p.write_broken \
+                    or p.state is State.CLOSED or len(bufs) > IOV_BATCH:
+                return self._queue_and_flush_locked(bufs, token)
+            total = 0
+            for b in bufs:
+                total += len(b)
+            if total > self.write_chunk:
+                return self._queue_and_flush_locked(bufs, token)
+            try:
+                sent = self.sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as err:
+                if err.errno not in _AGAIN:
+                    raise self._write_error(err) from None
+                sent = 0
+            if sent:
+                self.last_progress = time.monotonic()
+                self.bytes_sent += sent
+            if sent == total:
+                if self._written:  # reported in order, after the ones before it
+                    self._written.append(token)
+                    return True
+                return WRITTEN_NOW
+            self._entries.append(_Entry(bufs, token))
+            self._advance(sent)
+            return False
+
+    def _queue_and_flush_locked(self, bufs: List[Buffer], token: Any) -> bool:
+        p = self.protocol
+        if p.close_sent or p.write_broken or p.state is State.CLOSED:
+            self._dropped.append(token)
+            return self._flush_locked()
+        self._entries.append(_Entry(bufs, token))
+        return self._flush_locked()
+
+    def _write_error(self, err: OSError) -> ConnectionClosed:
+        self.protocol.write_failed()
+        self._drop_all()
+        logger.debug("websocket send failed: %s", err)
+        return ConnectionClosed(1006, f"send failed: {err}")
 
     def take_written(self) -> List[Any]:
         """Tokens of the entries written since the last call, in order."""
@@ -252,6 +311,9 @@ class NonBlockingConnection:
                 raise protocol.closed_error()
             iov: List[memoryview] = []
             size = 0
+            # gather across entries, unless a control frame waits: then this write ends
+            # with the current entry, and the control frame goes next
+            one_entry = protocol.has_control()
             for e in entries:
                 for b in e.bufs:
                     if iov and (size + len(b) > limit or len(iov) >= IOV_BATCH):
@@ -259,6 +321,8 @@ class NonBlockingConnection:
                     iov.append(b[: limit - size] if len(b) > limit - size else b)
                     size += len(iov[-1])
                 else:
+                    if one_entry:
+                        break
                     continue
                 break
             try:
@@ -268,10 +332,7 @@ class NonBlockingConnection:
             except OSError as err:
                 if err.errno in _AGAIN:
                     return False
-                protocol.write_failed()
-                self._drop_all()
-                logger.debug("websocket send failed: %s", err)
-                raise ConnectionClosed(1006, f"send failed: {err}") from None
+                raise self._write_error(err) from None
             if sent:
                 self.last_progress = time.monotonic()
                 self.bytes_sent += sent
