@@ -36,10 +36,12 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Deque, List, Optional, Union
+from typing import Any, Deque, List, Optional, Tuple, Union
 
 from .budget import InboundBudget
-from .exceptions import ConnectionClosed
+from .connection import RECEIVE_POOL
+from .exceptions import ConnectionClosed, FrameError
+from .frames import FrameHeader, apply_mask, mask_bytes, parse_header
 from .protocol import Pong, Protocol, State
 
 __all__ = ["WRITTEN_NOW", "NonBlockingConnection", "WRITE_CHUNK"]
@@ -64,11 +66,18 @@ _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 #: reports nothing (the caller accounts for the token itself).
 WRITTEN_NOW = 2
 
-#: After a read that completed more than this many frames, the next reads take
+#: After a read that completed more than this many control frames, the next reads take
 #: :data:`SMALL_READ` bytes (a million pings from one client then delay the others' turns by
 #: the parsing of 4 KiB, not of 64 KiB).
 MANY_FRAMES = 128
 SMALL_READ = 4096
+#: A frame payload larger than this is read straight into pooled buffers, not through the
+#: scratch buffer.
+BIG_PAYLOAD = 256 * 1024
+#: The first pooled buffer of a large payload, and the largest step it grows by: a header
+#: that declares 200 MiB and sends 10 bytes holds 1 MiB.
+_FIRST_STEP = 1 << 20
+_MAX_STEP = 16 << 20
 
 
 class _Entry:
@@ -81,6 +90,72 @@ class _Entry:
             memoryview(b).cast("B") for b in bufs if len(b))
         self.token = token
         self.started = False
+
+
+class _BigPayload:
+    """A large frame payload arriving over several reads, into pooled buffers that grow with
+    what has arrived (each step reserved from the inbound budget first: ``FrameError``
+    1013 when it is exhausted); unmasked in place step by step."""
+
+    def __init__(self, header: FrameHeader, protocol: Protocol, first: memoryview) -> None:
+        self.header = header
+        self.protocol = protocol
+        self.n = header.payload_length
+        self.steps: List[Tuple[bytearray, memoryview]] = []
+        self.got = 0  # payload bytes in completed steps
+        self.filled = 0  # in the current step
+        self.reserved = 0
+        self._next_step()
+        while len(first):
+            dst = self.free()
+            k = min(len(dst), len(first))
+            dst[:k] = first[:k]
+            first = first[k:]
+            self.arrived(k)
+
+    def _next_step(self) -> None:
+        size = min(self.n - self.got, max(_FIRST_STEP, min(self.got, _MAX_STEP)))
+        self.protocol.reserve(size)  # FrameError (1013) when the budget is exhausted
+        self.reserved += size
+        buf = RECEIVE_POOL.get(size)
+        self.steps.append((buf, memoryview(buf)[:size]))
+        self.filled = 0
+
+    def free(self) -> memoryview:
+        """Where the next bytes go."""
+        return self.steps[-1][1][self.filled:]
+
+    def arrived(self, k: int) -> bool:
+        """``k`` bytes were written into :meth:`free`; True once the payload is complete."""
+        self.filled += k
+        dst = self.steps[-1][1]
+        if self.filled < len(dst):
+            return False
+        key = self.header.mask_key
+        if key is not None:
+            apply_mask(dst, key, self.got)
+        self.got += len(dst)
+        if self.got >= self.n:
+            return True
+        self._next_step()
+        return False
+
+    def take(self) -> bytes:
+        """The payload (one copy), the buffers back to the pool, the reservation given back."""
+        try:
+            views = [dst for _, dst in self.steps]
+            return views[0].tobytes() if len(views) == 1 else b"".join(views)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        for buf, dst in self.steps:
+            dst.release()
+            RECEIVE_POOL.put(buf)
+        self.steps = []
+        if self.reserved:
+            self.protocol.release(self.reserved)
+            self.reserved = 0
 
 
 class NonBlockingConnection:
@@ -137,6 +212,10 @@ class NonBlockingConnection:
         self.messages_received = 0
         self.max_read = int(max_read)
         self.read_size = self.max_read  # bytes the next read() takes at most
+        self._buf = bytearray()  # read, not parsed yet
+        self._buffered_reserved = 0  # of it, held against the inbound budget
+        self._header: Optional[FrameHeader] = None  # parsed; its payload not complete yet
+        self._big: Optional[_BigPayload] = None  # a large payload being read directly
         self._shut_wr = False
 
     def fileno(self) -> int:
@@ -150,37 +229,126 @@ class NonBlockingConnection:
     # ------------------------------------------------------------------ reading
 
     def read(self, scratch: memoryview) -> List[Union[bytes, str]]:
-        """Read what the socket has (one ``recv_into`` of up to ``len(scratch)`` bytes) and
-        return the messages it completes. Pings are answered (the pong is queued: call
-        :meth:`flush`); pongs are recorded. After the peer's close frame, or a protocol error
-        (this side's close frame is then queued), :attr:`input_ended` is True. Raises
-        :class:`ConnectionClosed` when the stream ends or the read fails."""
+        """Read what the socket has (one ``recv_into``) and return the messages it completes.
+
+        Small frames are read ``read_size`` bytes at a time into one scratch buffer (the
+        loop's) and parsed here; the payload of a large frame is read straight into pooled
+        buffers that grow with what has arrived (reserved from the inbound budget; unmasked
+        in place), then copied once into the message. Pings are answered (the pong is
+        queued: call :meth:`flush`); pongs are recorded. After the peer's close frame, or a
+        protocol error (this side's close frame is then queued), :attr:`input_ended` is
+        True. Raises :class:`ConnectionClosed` when the stream ends or the read fails."""
         protocol = self.protocol
+        big = self._big
         try:
-            n = self.sock.recv_into(scratch, min(len(scratch), self.read_size))
+            if big is not None:
+                n = self.sock.recv_into(big.free())
+            else:
+                n = self.sock.recv_into(scratch, min(len(scratch), self.read_size))
         except (BlockingIOError, InterruptedError):
             return []
         except OSError as e:
-            raise protocol.connection_lost(f"read failed: {e}") from None
+            raise self._lost(f"read failed: {e}") from None
         if n == 0:
+            self._drop_input()
             protocol.receive_eof()
             raise protocol.closed_error()
         self.last_received = time.monotonic()
         self.bytes_received += n
-        protocol.receive_data(scratch[:n])
         out: List[Union[bytes, str]] = []
-        events = protocol.events_received()
-        for ev in events:
-            kind = type(ev)
-            if kind is bytes or kind is str:
-                out.append(ev)  # type: ignore[arg-type]
-            elif kind is Pong:
-                self.last_pong = self.last_received
+        try:
+            if big is not None:
+                if not big.arrived(n):
+                    return out
+                self._big = None
+                h = big.header
+                payload = big.take()
+                self._event(protocol.receive_payload(h, payload), out)
+            else:
+                self._buf += scratch[:n]
+            controls = self._parse(out)
+        except FrameError as err:
+            self._drop_input()
+            protocol.fail(err.code, str(err))
+            return out
         self.messages_received += len(out)
-        # many frames per read (a flood of pings or tiny messages): read less at a time,
-        # so that parsing one connection's backlog never holds the loop for long
-        self.read_size = SMALL_READ if len(events) > MANY_FRAMES else self.max_read
+        # many control frames per read (a ping flood): read less at a time, so that parsing
+        # one connection's backlog never holds the loop for long
+        self.read_size = SMALL_READ if controls > MANY_FRAMES else self.max_read
         return out
+
+    def _parse(self, out: List[Union[bytes, str]]) -> int:
+        """Frames from the read buffer until it runs out (or a large payload starts: it is
+        read directly from then on); returns how many control frames there were."""
+        protocol = self.protocol
+        buf = self._buf
+        pos = 0
+        controls = 0
+        try:
+            while not (protocol.close_rcvd or protocol.failed):
+                h = self._header
+                if h is None:
+                    parsed = parse_header(buf, pos)
+                    if isinstance(parsed, int):
+                        break
+                    h = parsed
+                    pos += h.header_length
+                    protocol.receive_header(h)  # FrameError: fails the connection
+                    self._header = h
+                n = h.payload_length
+                have = len(buf) - pos
+                if have < n:
+                    if n > BIG_PAYLOAD:
+                        self._big = _BigPayload(h, protocol, memoryview(buf)[pos:])
+                        self._header = None
+                        pos = len(buf)
+                    break
+                with memoryview(buf) as mv:
+                    view = mv[pos:pos + n]
+                    payload = bytes(view) if h.mask_key is None else mask_bytes(view, h.mask_key)
+                    view.release()
+                pos += n
+                self._header = None
+                if h.opcode >= 0x8:
+                    controls += 1
+                self._event(protocol.receive_payload(h, payload), out)
+        finally:
+            del buf[:pos]
+            self._hold_buffered()
+        return controls
+
+    def _event(self, ev: Any, out: List[Union[bytes, str]]) -> None:
+        kind = type(ev)
+        if kind is bytes or kind is str:
+            out.append(ev)
+        elif kind is Pong:
+            self.last_pong = self.last_received
+
+    def _hold_buffered(self) -> None:
+        """Reserve the unparsed bytes beyond 64 KiB from the inbound budget (a peer that
+        sends most of a frame and stops holds only what the budget allows)."""
+        want = max(0, len(self._buf) - 65536)
+        held = self._buffered_reserved
+        if want > held:
+            self.protocol.reserve(want - held)
+        elif want < held:
+            self.protocol.release(held - want)
+        self._buffered_reserved = want
+
+    def _drop_input(self) -> None:
+        """No more input: give back the read buffer and a large payload in progress."""
+        self._buf.clear()
+        self._header = None
+        if self._buffered_reserved:
+            self.protocol.release(self._buffered_reserved)
+            self._buffered_reserved = 0
+        big, self._big = self._big, None
+        if big is not None:
+            big.discard()
+
+    def _lost(self, reason: str) -> ConnectionClosed:
+        self._drop_input()
+        return self.protocol.connection_lost(reason)
 
     @property
     def input_ended(self) -> bool:
@@ -399,6 +567,7 @@ class NonBlockingConnection:
         """Release the file descriptor (the loop, after unregistering it)."""
         with self._lock:
             self._drop_all()
+        self._drop_input()  # what incomplete input held of the inbound budget
         self.protocol.abort()
         try:
             self.sock.close()
