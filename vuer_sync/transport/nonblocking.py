@@ -41,7 +41,7 @@ from typing import Any, Deque, List, Optional, Tuple, Union
 from .budget import InboundBudget
 from .connection import RECEIVE_POOL
 from .exceptions import ConnectionClosed, FrameError
-from .frames import FrameHeader, apply_mask, mask_bytes, parse_header
+from .frames import _SMALL_MASK, FrameHeader, _xor_small, apply_mask, mask_bytes, parse_header
 from .protocol import Pong, Protocol, State
 
 __all__ = ["WRITTEN_NOW", "NonBlockingConnection", "WRITE_CHUNK"]
@@ -284,9 +284,29 @@ class NonBlockingConnection:
         buf = self._buf
         pos = 0
         controls = 0
+        limit = protocol.max_message_size
+        small = self.protocol.is_server
         try:
             while not (protocol.close_rcvd or protocol.failed):
                 h = self._header
+                if h is None and small and not protocol.in_message:
+                    # the common case: a small, masked, final binary frame, wholly here (the
+                    # checks Protocol.receive_header makes between messages, inlined: a
+                    # single-frame binary message changes no protocol state)
+                    end = len(buf)
+                    if end - pos >= 6 and buf[pos] == 0x82 and 0x80 <= buf[pos + 1] < 0xFF:
+                        n = buf[pos + 1] & 0x7F
+                        head = 6
+                        if n == 126 and end - pos >= 8:
+                            n = (buf[pos + 2] << 8) | buf[pos + 3]
+                            head = 8
+                        if n != 126 and n <= _SMALL_MASK and pos + head + n <= end \
+                                and (limit is None or n <= limit):
+                            key = bytes(buf[pos + head - 4:pos + head])
+                            out.append(_xor_small(buf[pos + head:pos + head + n], key)
+                                       if n else b"")
+                            pos += head + n
+                            continue
                 if h is None:
                     parsed = parse_header(buf, pos)
                     if isinstance(parsed, int):
