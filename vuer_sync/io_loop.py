@@ -66,6 +66,8 @@ _TURN_BATCHES = 8
 #: Bytes read per ``recv_into``: one read of a connection per round of the loop, so a client
 #: that floods (a million pings) costs the others at most the parsing of this much per round.
 _SCRATCH = 64 * 1024
+#: Reads of one connection per turn, while each fills its buffer (a stream keeps coming).
+_READS_PER_TURN = 4
 #: How long a closing connection waits for the peer's close frame.
 CLOSE_TIMEOUT = 1.0
 
@@ -511,21 +513,25 @@ class LoopChannel:
 
     def on_readable(self) -> None:
         conn = self.conn
-        try:
-            messages = conn.read(self.loop.scratch)
-        except (ConnectionClosed, OSError) as e:
-            self.finish(e)
-            return
         on_message = self.on_message
-        for data in messages:
+        for _ in range(_READS_PER_TURN):  # a read that filled its buffer: more is waiting
             try:
-                on_message(data)
-            except Exception:
-                logger.exception("%s: failed to handle a message", self.name)
-        if conn.input_ended:
-            self._flush()  # our close frame: the reply, or the failure's code
-            self.finish(conn.protocol.closed_error())
-        elif conn.protocol.has_control():
+                messages = conn.read(self.loop.scratch)
+            except (ConnectionClosed, OSError) as e:
+                self.finish(e)
+                return
+            for data in messages:
+                try:
+                    on_message(data)
+                except Exception:
+                    logger.exception("%s: failed to handle a message", self.name)
+            if conn.input_ended:
+                self._flush()  # our close frame: the reply, or the failure's code
+                self.finish(conn.protocol.closed_error())
+                return
+            if not conn.read_full:
+                break
+        if conn.protocol.has_control():
             self._flush()  # a pong
 
     def _outbox_closed(self) -> None:

@@ -216,6 +216,7 @@ class NonBlockingConnection:
         self._buffered_reserved = 0  # of it, held against the inbound budget
         self._header: Optional[FrameHeader] = None  # parsed; its payload not complete yet
         self._big: Optional[_BigPayload] = None  # a large payload being read directly
+        self.read_full = False  # the last read() filled what it asked for
         self._shut_wr = False
 
     def fileno(self) -> int:
@@ -240,11 +241,14 @@ class NonBlockingConnection:
         True. Raises :class:`ConnectionClosed` when the stream ends or the read fails."""
         protocol = self.protocol
         big = self._big
+        self.read_full = False
         try:
             if big is not None:
+                want = len(big.free())
                 n = self.sock.recv_into(big.free())
             else:
-                n = self.sock.recv_into(scratch, min(len(scratch), self.read_size))
+                want = min(len(scratch), self.read_size)
+                n = self.sock.recv_into(scratch, want)
         except (BlockingIOError, InterruptedError):
             return []
         except OSError as e:
@@ -255,6 +259,7 @@ class NonBlockingConnection:
             raise protocol.closed_error()
         self.last_received = time.monotonic()
         self.bytes_received += n
+        self.read_full = n == want  # the socket may well have more
         out: List[Union[bytes, str]] = []
         try:
             if big is not None:
