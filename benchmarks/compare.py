@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--label", action="append", required=True,
                     help="NAME=DIR,DIR,... (run dirs of one checkout, in run order)")
     ap.add_argument("--out", help="write every value to this json")
+    ap.add_argument("--md", help="write the table to this markdown file, with a header")
     args = ap.parse_args()
     labels: List[str] = []
     data: Dict[str, Dict[Key, List[float]]] = {}
@@ -86,7 +87,16 @@ def main() -> None:
         dirs_of[name] = dirs.split(",")
         data[name], m = load(dirs_of[name])
         meta.update(m)
-    print(table(labels, data, meta))
+    md = table(labels, data, meta)
+    print(md)
+    if args.md:
+        runs = "; ".join(f"{lab}: {len(dirs_of[lab])} runs" for lab in labels)
+        Path(args.md).write_text(
+            "# vuer_sync across checkouts\n\nWritten by `benchmarks/compare.py` from interleaved"
+            f" runs of `benchmarks/run.py` (the same harness for every checkout; {runs}).\n"
+            "Each cell: median [min - max]; the ratios compare medians (↓ lower is better, so "
+            "a ratio above 1 is worse; ↑ the reverse). Every value is in `compare.json`.\n\n"
+            + md + "\n")
     if args.out:
         out = {"labels": labels, "runs": dirs_of,
                "values": {lab: {f"{k[0]}/{k[1]}": v for k, v in d.items()}
