@@ -128,7 +128,27 @@ def goals(res: Dict[str, Any]) -> List[Dict[str, Any]]:
         f"row 8a end {fmt(g)} MB, peak {fmt(gp)} MB; row 8b end "
         f"{fmt(v('8b', 'rss_growth_MB', 'vuer_sync'))} MB")
     _many_viewer_goals(res, v, add)
+    _fleet_goals(res, add)
     return out
+
+
+def fleet_json(res: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``bench_fleet.py`` wrote in this run (``fleet.json``, or the smoke run's), or
+    ``{}``."""
+    js = res.get("external", {}).get("bench_fleet.py", {}).get("json", {})
+    data = js.get("fleet.json") or js.get("fleet-smoke.json") or {}
+    return data if isinstance(data, dict) else {}
+
+
+def _fleet_goals(res: Dict[str, Any], add: Callable[[str, Optional[bool], str], None]
+                 ) -> None:
+    """Issue 19's goals, as ``bench_fleet.py`` computed them from its values."""
+    data = fleet_json(res)
+    if data.get("status") == "skipped":
+        add("fleet on Redis (issue 19)", None, f"not measured: {data.get('reason')}")
+    for g in data.get("goals", []):
+        add(f"fleet on Redis (issue 19): {g['goal']}", g["met"], g["evidence"] +
+            " (`bench_fleet.py`)")
 
 
 def _many_viewer_goals(res: Dict[str, Any], v: Callable[[str, str, str], Any],
@@ -181,7 +201,8 @@ def _many_viewer_goals(res: Dict[str, Any], v: Callable[[str, str, str], Any],
 
 def write_markdown(res: Dict[str, Any], path: Path) -> None:
     L = (_head(res) + _table(res) + _goals_section(res) + _measures_section(res) +
-         _notes_section(res) + _external_section(res) + _reproduce_section())
+         _notes_section(res) + _external_section(res) + _fleet_section(res) +
+         _reproduce_section())
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
 
 
@@ -282,6 +303,9 @@ def _external_section(res: Dict[str, Any]) -> List[str]:
         L.append(f"- `{name}`: {e['status']} (return code {e['returncode']}, "
                  f"{e['elapsed_s']:.1f} s).")
         for fname, data in e.get("json", {}).items():
+            if name == "bench_fleet.py" and isinstance(data, dict) and "goals" in data:
+                L.append(f"  - `{fname}`: see the fleet section below.")
+                continue
             flat = _flatten(data)
             shown = flat[:24]
             L.append(f"  - `{fname}`: " + ("; ".join(f"{k} = {fmt(v)}" for k, v in shown) or
@@ -298,6 +322,63 @@ def _external_section(res: Dict[str, Any]) -> List[str]:
             L.append("    ```")
             L.extend("    " + line for line in tail)
             L.append("    ```")
+    return L
+
+
+def _fleet_section(res: Dict[str, Any]) -> List[str]:
+    """``bench_fleet.py``'s numbers (issue 19): one process, the fleet and python-socketio's
+    ``RedisManager`` side by side; ratios computed here from the values."""
+    data = fleet_json(res)
+    if not data or "latency" not in data:
+        return []
+    lat, thr, late = data["latency"], data["throughput"], data["late_join"]
+    reps = data.get("params", {}).get("reps")
+    L = _section("Fleet on Redis (issue 19, `bench_fleet.py`)")
+    L.append(f"Medians of {reps} interleaved repetitions ([min-max] in `results.json`); "
+             "loopback, one `redis-server`; ratios > 1 mean the fleet is better.")
+    L.append("")
+    L.append("| measurement | one process | fleet (vuer_sync) | python-socketio RedisManager "
+             "| fleet vs socketio |")
+    L.append("|---|---:|---:|---:|---:|")
+
+    def g(d: Dict[str, Any], *path: str) -> Any:
+        for p in path:
+            d = d.get(p, {}) if isinstance(d, dict) else {}
+        return d if d != {} else None
+
+    for q in ("p50_ms", "p99_ms"):
+        a, f, s = g(lat, "one_process", q), g(lat, "fleet", q), g(lat, "socketio_redis", q)
+        L.append(f"| latency producer call -> viewer, {q[:3]} (ms) | {fmt(a)} | {fmt(f)} | "
+                 f"{fmt(s)} | {fmt_ratio(ratio(f, s, 'lower'))} |")
+    for q, label, better in (
+            ("all_viewers", "delivered updates/s, sum over all viewers", "higher"),
+            ("per_viewer_min", "delivered updates/s, worst viewer", "higher"),
+            ("publisher_ops_per_s", "publisher's calls/s", "higher"),
+            ("stale_at_end_ms_max", "age of a viewer's newest update at the end (ms)", "lower"),
+            ("node_stream_lag_ms_max", "slowest node behind the stream at the end (ms)", None),
+            ("node_cpu_us_per_update", "nodes' CPU per delivered update (µs)", "lower"),
+            ("cpu_pct_nodes", "CPU of the 3 nodes (% of a core)", None),
+            ("cpu_pct_viewers", "CPU of the viewers' reader (% of a core)", None)):
+        f, s = g(thr, "fleet", q), g(thr, "socketio_redis", q)
+        L.append(f"| {label} | n/a | {fmt(f)} | {fmt(s)} | "
+                 f"{fmt_ratio(ratio(f, s, better))} |")
+    for v, label in (("history", "late join into a long history"),
+                     ("scene_only", "late join, no history")):
+        d = late.get(v, {})
+        L.append(f"| {label}: new node to its viewer's first SET (ms; {d.get('history_ops')} "
+                 f"ops, {d.get('scene_nodes')} nodes) | n/a | {fmt(d.get('first_set_ms'))} | "
+                 "n/a | |")
+    tf = thr.get("fleet", {})
+    p = data.get("params", {})
+    L.append("")
+    L.append(f"Throughput: {p.get('nodes')} nodes x {p.get('viewers')} viewers, one "
+             f"publisher-only process updating {p.get('keys')} nodes round robin as fast as it "
+             f"can; the fleet's publisher coalesced {fmt(tf.get('fleet_coalesced'))} of "
+             f"{fmt(tf.get('fleet_ops'))} operations ({fmt(tf.get('fleet_coalesced_pct'))}%) "
+             f"into {fmt(tf.get('fleet_entries'))} stream entries, the nodes' client outboxes "
+             f"{fmt(tf.get('client_outbox_coalesced'))} more; socket.io delivers every emit "
+             "(its publisher waits for one Redis `PUBLISH` per emit). Goals: in the Goals "
+             "section. Method: `bench_fleet.py`'s docstring.")
     return L
 
 

@@ -259,7 +259,9 @@ class NonBlockingConnection:
             raise protocol.closed_error()
         self.last_received = time.monotonic()
         self.bytes_received += n
-        self.read_full = n == want  # the socket may well have more
+        # the socket may well have more: the buffer is full, or a large payload is still
+        # arriving (read on until the socket is empty, rather than back through select)
+        self.read_full = n == want or big is not None
         out: List[Union[bytes, str]] = []
         try:
             if big is not None:
