@@ -91,10 +91,10 @@ class Probe:
                 "max_ms": 1e3 * lat[-1]}
 
 
-def check_probe(stats):
+def check_probe(stats, p95_ms=100):
     print("well-behaved client:", {k: round(v, 1) for k, v in stats.items()})
     assert stats["unanswered"] == 0 and stats["answers"] >= 20
-    assert stats["p95_ms"] < 100, stats
+    assert stats["p95_ms"] < p95_ms, stats
     assert stats["max_ms"] < 1000, stats
 
 
@@ -210,7 +210,9 @@ def test_a_million_pings_from_a_client_that_does_not_read_add_under_10mb():
               f"RSS {rss0 >> 20} -> {rss1 >> 20} MB (+{(rss1 - rss0) / 2**20:.1f})")
         assert sent == 1_000_000
         assert rss1 - rss0 < 10 << 20
-        check_probe(stats)
+        # one I/O thread parses the flood and serves the probe: 40-95 ms p95 here (it was
+        # ~18 ms with a thread per connection; docs/performance.md, issue 20's note)
+        check_probe(stats, p95_ms=150)
 
 
 def test_attack_server_stops_cleanly():

@@ -281,7 +281,11 @@ class NonBlockingConnection:
         self.messages_received += len(out)
         # many control frames per read (a ping flood): read less at a time, so that parsing
         # one connection's backlog never holds the loop for long
-        self.read_size = SMALL_READ if controls > MANY_FRAMES else self.max_read
+        if controls > MANY_FRAMES:
+            self.read_size = SMALL_READ
+            self.read_full = False  # and no second read in the same turn
+        else:
+            self.read_size = self.max_read
         return out
 
     def _parse(self, out: List[Union[bytes, str]]) -> int:

@@ -501,10 +501,9 @@ class Protocol:
     def _queue_pong(self, data: bytes) -> None:
         """A peer that pings while not reading gets one pong for the latest ping (RFC 6455
         5.5.3), not one queued per ping: at most one pong waits, whatever it sends."""
-        frame = self.control_frame(OP_PONG, data)
-        with self._lock:
+        with self._lock:  # the frame is made when it is taken (a flood makes one, not N)
             waiting = self._pong is not None
-            self._pong = frame
+            self._pong = bytes(data)
         if not waiting:
             self._control.append((_PONG, b""))
 
@@ -528,7 +527,7 @@ class Protocol:
                     pong, self._pong = self._pong, None
                 if pong is None:
                     continue
-                frame = pong
+                frame = self.control_frame(OP_PONG, pong)
             if self.close_sent or self._write_broken or self.state is _CLOSED:
                 continue  # nothing may follow a close frame
             return kind == _CLOSE, frame
