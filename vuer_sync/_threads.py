@@ -130,12 +130,6 @@ class WorkerPool:
             else:
                 self._cv.notify()
 
-    @property
-    def threads(self) -> List[threading.Thread]:
-        """The worker threads now running."""
-        with self._cv:
-            return list(self._threads)
-
     def _work(self) -> None:
         me = threading.current_thread()
         cv = self._cv

@@ -266,10 +266,6 @@ class IoLoops:
     def pick(self) -> IoLoop:
         return min(self.loops, key=lambda lp: lp.channels)
 
-    @property
-    def threads(self) -> List[threading.Thread]:
-        return [lp.thread for lp in self.loops]
-
     def stop(self, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
         for lp in self.loops:
