@@ -181,15 +181,16 @@ class SyncAgent:
             time.sleep(0.01)
         return {"clients": len(self._sessions())}
 
-    def cmd_producer_cost(self, n: int) -> Dict[str, Any]:
+    def cmd_producer_cost(self, n: int, distinct: bool = False) -> Dict[str, Any]:
         from vuer_sync.schemas import Box
 
         s = self._session()
         times = [0] * n
         for i in range(-n // 10, n):  # the first tenth warms up, unrecorded
             x = _x(i)
+            key = f"b{i}" if distinct else "box"  # distinct: nothing can coalesce
             t0 = pc_ns()
-            s.upsert @ Box(key="box", position=[x, 0.5, 0.0])
+            s.upsert @ Box(key=key, position=[x, 0.5, 0.0])
             dt = pc_ns() - t0
             if i >= 0:
                 times[i] = dt
@@ -275,8 +276,10 @@ class SyncAgent:
         self.pose = _PoseTimes(capacity)
         return {"ok": True}
 
-    def cmd_pose_run(self, nodes: int, hz: float, duration: float, batch: bool
-                     ) -> Dict[str, Any]:
+    def cmd_pose_run(self, nodes: int, hz: float, duration: float, batch: bool,
+                     columnar: bool = False) -> Dict[str, Any]:
+        import numpy as np
+
         from vuer_sync.schemas import Box
 
         scene = self.app.scene
@@ -286,9 +289,20 @@ class SyncAgent:
         assert pt is not None
         a = pt.a
         cap = len(a)
+        base = np.zeros((nodes, 3))
+        base[:, 1] = ys
 
         def tick(i: int) -> None:
             x = _x(i)
+            if columnar:  # the same update as the batch below, from arrays: scene.poses()
+                t0 = pc_ns()
+                pos = base.copy()
+                pos[:, 0] = x
+                scene.poses(keys, pos)
+                if pt.n < cap:
+                    a[pt.n] = pc_ns() - t0
+                    pt.n += 1
+                return
             if batch:
                 t0 = pc_ns()
                 scene.update @ [Box(key=keys[j], position=[x, ys[j], 0.0]) for j in range(nodes)]
@@ -361,11 +375,19 @@ def _pose_result(pt: _PoseTimes, ticks: int, nodes: int, batch: bool, duration: 
 class VuerAgent:
     impl = "vuer"
 
-    def __init__(self) -> None:
+    def __init__(self, queue_len: int = VUER_QUEUE_LEN, compress: bool = True) -> None:
         from vuer import Vuer
 
+        if not compress:  # aiohttp's compress=False: no permessage-deflate with browsers
+            import functools
+
+            import vuer.base
+            import vuer.server
+
+            vuer.server.websocket_handler = functools.partial(  # type: ignore[assignment]
+                vuer.base.websocket_handler, compress=False)
         self.port = free_port()
-        self.app = Vuer(host="127.0.0.1", port=self.port, queue_len=VUER_QUEUE_LEN)
+        self.app = Vuer(host="127.0.0.1", port=self.port, queue_len=queue_len)
         self.sessions: List[Any] = []
         self.armed = _Armed()
         self.big: Any = None
@@ -426,7 +448,7 @@ class VuerAgent:
             time.sleep(0.01)
         return {"clients": len(self.sessions)}
 
-    def cmd_producer_cost(self, n: int) -> Dict[str, Any]:
+    def cmd_producer_cost(self, n: int, distinct: bool = False) -> Dict[str, Any]:
         from vuer.schemas import Box
 
         async def run() -> Dict[str, Any]:
@@ -434,8 +456,9 @@ class VuerAgent:
             times = [0] * n
             for i in range(-n // 10, n):
                 x = _x(i)
+                key = f"b{i}" if distinct else "box"
                 t0 = pc_ns()
-                s.upsert @ Box(key="box", position=[x, 0.5, 0.0])
+                s.upsert @ Box(key=key, position=[x, 0.5, 0.0])
                 dt = pc_ns() - t0
                 if i >= 0:
                     times[i] = dt
@@ -640,13 +663,19 @@ class ViserAgent:
             time.sleep(0.5)
         return {"clients": self._clients()}
 
-    def cmd_producer_cost(self, n: int) -> Dict[str, Any]:
+    def cmd_producer_cost(self, n: int, distinct: bool = False) -> Dict[str, Any]:
         box = self.server.scene.add_box("/box", position=(1.0, 0.5, 0.0))
+        boxes = [box] * (n + n // 10 + 1)
+        if distinct:  # one handle per call, made before the timed loop
+            boxes = [self.server.scene.add_box(f"/d/b{i}", position=(1.0, 0.5, 0.0))
+                     for i in range(len(boxes))]
+            self.server.flush()
         times = [0] * n
         for i in range(-n // 10, n):
             pos = (_x(i), 0.5, 0.0)
+            handle = boxes[i]
             t0 = pc_ns()
-            box.position = pos
+            handle.position = pos
             dt = pc_ns() - t0
             if i >= 0:
                 times[i] = dt
@@ -798,6 +827,9 @@ def main() -> None:
             continue
         msg = json.loads(line)
         cmd = msg.pop("cmd")
+        if cmd == "cpu":  # CPU time of this whole process, in ns steps (not clock ticks)
+            reply({"cpu": time.process_time()})
+            continue
         if cmd == "quit":
             try:
                 agent.stop()

@@ -9,14 +9,15 @@
    is compared on receipt. 1000 probes paced at 400 Hz (smoke: 150 at 300 Hz), so nothing
    waits behind anything else.
 2. **throughput**: 3 nodes x N raw viewers each; a publisher-only process (vuer_sync
-   ``Fleet``; socketio: a ``write_only`` ``RedisManager``, its documented way of emitting
-   from an external process) sends updates of 100 nodes round robin as fast as it can for
-   a few seconds; delivered updates per second per viewer over a window after a warm-up
-   (min and mean over viewers, and their sum), the publisher's own rate, the fleet's
-   coalescing (``Fleet.stats``: ``ops``, ``coalesced``, ``entries``; the nodes' clients'
-   outbox coalescing, ``app.stats``), how stale the newest update a viewer had at the end of
-   the window was, how long the backlog took to drain after the publisher stopped, and
-   whether every parsing viewer ended with the publisher's last value of every node.
+   ``Fleet(snapshots=False)``, write-only: the nodes write the snapshots; socketio: a
+   ``write_only`` ``RedisManager``, its documented way of emitting from an external process)
+   sends updates of 100 nodes round robin as fast as it can for a few seconds; delivered
+   updates per second per viewer over a window after a warm-up (min and mean over viewers,
+   and their sum), the publisher's own rate, the fleet's coalescing (``Fleet.stats``:
+   ``ops``, ``coalesced``, ``entries``; the nodes' clients' outbox coalescing,
+   ``app.stats``), how stale the newest update a viewer had at the end of the window was,
+   how long the backlog took to drain after the publisher stopped, and whether every parsing
+   viewer ended with the publisher's last value of every node.
 3. the anchor in the same run (the ``socketio_redis`` columns of 1 and 2): a socket.io
    server in threading mode (``socketio.Server(client_manager=RedisManager(url),
    async_mode="threading")``, ``socketio.WSGIApp`` served by Werkzeug's threaded server
@@ -50,6 +51,7 @@ Without ``redis-server`` (or the ``redis`` module) the run writes a JSON saying 
 Usage::
 
     python benchmarks/bench_fleet.py [--smoke] [--reps 3] [--viewers 20] [--out DIR]
+                                     [--parts latency,throughput,late_join]
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def _vuer_node(a: argparse.Namespace, cmd: Dict[str, Any], state: Dict[str, Any]
         app = Vuer(port=0, fleet=a.url or None, room=a.room, max_connections=4096)
         if app.fleet is not None and a.snapshot_interval:
             app.fleet.snapshot_interval = a.snapshot_interval
+        if app.fleet is not None and os.environ.get("BENCH_FLEET_DIRECT") == "0":
+            app.fleet.direct = False  # an ablation: producers never write to Redis themselves
         app.start(block=False)
         state["app"] = app
         return {"port": app.port, "t0_ns": t0, "started_ns": time.monotonic_ns(),
@@ -216,7 +220,7 @@ def _publisher(a: argparse.Namespace) -> None:
         from vuer_sync import Fleet
         from vuer_sync.schemas import Box
 
-        fleet = Fleet(a.url, room=a.room)
+        fleet = Fleet(a.url, room=a.room, snapshots=False)  # write-only, as socket.io's
         upd = fleet.update
 
         def send(i: int, key: str) -> None:
@@ -748,7 +752,7 @@ def late_join_once(url: str, room: str, scene: int, history: int) -> Dict[str, A
     peer: Optional[RawPeer] = None
     try:
         t_write = time.monotonic()
-        with Fleet(url, room=room) as fleet:
+        with Fleet(url, room=room, snapshots=False) as fleet:  # the node writes snapshots
             for k in range(scene):
                 fleet.upsert @ Box(key=f"n{k}", position=[0, k, 0])
             fleet.flush(60)
@@ -858,6 +862,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--viewers", type=int, default=20, help="viewers per node (3 nodes)")
     ap.add_argument("--out", default=str(HERE / "out"))
+    ap.add_argument("--parts", default="latency,throughput,late_join",
+                    help="which measurements (comma-separated; the JSON is named after them "
+                         "when not all are run)")
     ap.add_argument("--role", choices=["node", "pub"], help=argparse.SUPPRESS)
     ap.add_argument("--kind", default="vuer", help=argparse.SUPPRESS)
     ap.add_argument("--url", default="", help=argparse.SUPPRESS)
@@ -884,7 +891,10 @@ def main() -> int:
              scene=1000, history=100_000)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / ("fleet-smoke.json" if a.smoke else "fleet.json")
+    parts = {x.strip() for x in a.parts.split(",") if x.strip()}
+    stem = "fleet" if parts >= {"latency", "throughput", "late_join"} else \
+        "fleet-" + "-".join(sorted(parts))
+    path = out_dir / (f"{stem}-smoke.json" if a.smoke else f"{stem}.json")
     result: Dict[str, Any] = {"mode": "smoke" if a.smoke else "full", "params": P}
     why = missing("redis")
     if why is not None:
@@ -902,6 +912,7 @@ def main() -> int:
 
     impls = [i for i in IMPLS if i != "socketio_redis" or sio_why is None]
     t_start = time.monotonic()
+    result["loadavg_start"] = list(os.getloadavg())  # a shared machine: note the load
     redis_srv = LocalRedis().start()
     _REDIS["server"] = redis_srv
     lat: Dict[str, List[Dict[str, Any]]] = {i: [] for i in impls}
@@ -911,12 +922,12 @@ def main() -> int:
         url = redis_srv.url
         for rep in range(P["reps"]):
             order = impls if rep % 2 == 0 else impls[::-1]
-            for impl in order:
+            for impl in (order if "latency" in parts else []):
                 r = latency_once(impl, url, f"lat-{impl}-{rep}", P["lat_n"], P["lat_rate"])
                 lat[impl].append(r)
                 print(f"rep {rep} latency {impl}: p50 {r['p50_ms']:.3f} ms p99 "
                       f"{r['p99_ms']:.3f} ms ({r['received']}/{r['sent']})", flush=True)
-            for impl in [i for i in order if i in thr]:
+            for impl in [i for i in order if i in thr and "throughput" in parts]:
                 r = throughput_once(impl, url, f"thr-{impl}-{rep}", P["nodes"], P["viewers"],
                                     P["keys"], P["warmup"], P["window"], P["max_ops"],
                                     P["drain_timeout"])
@@ -925,7 +936,8 @@ def main() -> int:
                       f"{r['viewers']} viewers (min {r['per_viewer_min']:.0f}/viewer), "
                       f"publisher {r['publisher_ops_per_s']:.0f} ops/s, stale "
                       f"{r['stale_at_end_ms_max']:.1f} ms, drain {r['drain_s_max']}", flush=True)
-            for variant in (("history", "scene_only") if rep % 2 == 0
+            for variant in (() if "late_join" not in parts else
+                            ("history", "scene_only") if rep % 2 == 0
                             else ("scene_only", "history")):
                 hist = P["history"] if variant == "history" else P["scene"]
                 r = late_join_once(url, f"late-{variant}-{rep}", P["scene"], hist)
@@ -939,6 +951,7 @@ def main() -> int:
     result.update(summarize(lat, thr, late, P, sio_why))
     result["raw"] = {"latency": lat, "throughput": thr, "late_join": late}
     result["elapsed_s"] = time.monotonic() - t_start
+    result["loadavg_end"] = list(os.getloadavg())
     path.write_text(json.dumps(result, indent=1, default=str))
     print(json.dumps({"goals": result["goals"]}, indent=1))
     print(f"wrote {path} in {result['elapsed_s']:.0f} s")

@@ -9,6 +9,15 @@ messages from another client (our store: by receiving them; vuer-rtc: with
 * ``late receive`` (ours only): a remote message that sorts 100 messages back in the total
   order (re-folds the ops after it in the registers it touches).
 
+``--relay`` adds the rows of the durable relay (``app.rtc`` on a Redis journal, a throwaway
+``redis-server``):
+
+* ``relay edits/s``: two clients on each of two nodes (separate processes, one Redis
+  stream) edit one room, against the same four clients on one process (in-memory journal);
+  median of 3 interleaved repetitions, with min-max;
+* ``late join``: a room whose journal had 100k entries (1k-node live graph): a client
+  joining a running node, and a node that starts (snapshot + tail) plus a client joining it.
+
 Every loop is bounded by an iteration cap and a time budget; vuer-rtc's 10k/100k cases
 take seconds per op, so they get at least one op and a budget, and its 100k case runs only
 with ``--vuer-rtc-100k``.  Memory per node is measured with tracemalloc.
@@ -18,6 +27,7 @@ Usage::
     python benchmarks/bench_rtc.py            # full run (~1-2 min)
     python benchmarks/bench_rtc.py --smoke    # tiny sizes, a few seconds
     python benchmarks/bench_rtc.py --vuer-rtc-100k
+    python benchmarks/bench_rtc.py --relay    # also the Redis relay rows (needs redis-server)
 
 Writes ``benchmarks/out/rtc.json`` (``rtc-smoke.json`` with ``--smoke``) and prints a table.
 """
@@ -217,6 +227,214 @@ def memory_per_node(count: int) -> Dict[str, Any]:
     return out
 
 
+# -- the durable relay (app.rtc on Redis) ------------------------------------------------------
+def serve_node(journal: str, room: str) -> int:
+    """``--serve-node``: one server process (``app.rtc`` on ``journal``) until stdin closes."""
+    from vuer_sync import Vuer
+
+    app = Vuer(port=0, rtc_journal=journal, room=room)
+    app.start(block=False)
+    _ = app.rtc
+    print(f"READY {app.port}", flush=True)
+    sys.stdin.read()
+    app.stop()
+    return 0
+
+
+def _spawn_node(journal: str, room: str) -> Any:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-node",
+                             journal, room], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("READY"):
+            return proc, int(line.split()[1])
+    raise RuntimeError("bench node did not start")
+
+
+def _edit_burst(ports: List[int], per_client: int) -> Dict[str, Any]:
+    """Two clients per port; each commits ``per_client`` 1-op messages (``number.add`` on a
+    node of its own) as fast as it can. Time until every message is acked and every client
+    sees every edit."""
+    import threading
+
+    from vuer_sync import VuerClient
+
+    clients = [VuerClient(f"ws://127.0.0.1:{p}").connect() for p in ports for _ in range(2)]
+    try:
+        rtcs = [c.rtc(f"c{i}").join() for i, c in enumerate(clients)]
+        for i in range(len(rtcs)):  # one node per client: edits of one register by several
+            rtcs[0].edit({"otype": "node.insert", "key": "", "path": "children",  # clients
+                          "value": {"key": f"own{i}", "hp": 0}})  # at once measure the CRDT
+        rtcs[0].commit()
+        for r in rtcs:
+            r.wait_for(lambda g: len(g.nodes) == len(rtcs), timeout=30)
+        want = per_client * len(rtcs)
+
+        def work(i: int, r: Any) -> None:
+            for _ in range(per_client):
+                r.edit({"otype": "number.add", "key": f"own{i}", "path": "hp", "value": 1})
+                r.commit()
+            r.wait_acked(120)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=work, args=(i, r)) for i, r in enumerate(rtcs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        for r in rtcs:
+            r.wait_for(lambda g: all(g.nodes[f"own{i}"].get_property("hp") == per_client
+                                     for i in range(len(rtcs))), timeout=120)
+        dt = time.perf_counter() - t0
+        return {"edits": want, "seconds": round(dt, 4), "per_s": round(want / dt, 1)}
+    finally:
+        for c in clients:
+            c.close()
+
+
+class _InProcessNode:
+    """A node in this process (the smoke test's quick variant of ``_spawn_node``)."""
+
+    def __init__(self, journal: str, room: str):
+        from vuer_sync import Vuer
+
+        self.app = Vuer(port=0, rtc_journal=journal, room=room).start(block=False)
+        _ = self.app.rtc
+        self.stdin = self
+
+    def close(self) -> None:
+        self.app.stop()
+
+    def wait(self, timeout: float) -> None:
+        pass
+
+
+def bench_relay_edits(url: str, per_client: int, reps: int, in_process: bool = False
+                      ) -> Dict[str, Any]:
+    """Edits/s: 2 nodes x 2 clients on the Redis journal vs 4 clients on one process
+    (server processes of their own; ``in_process``: Vuer apps in this process)."""
+    runs: Dict[str, List[float]] = {"one_process": [], "two_nodes_redis": []}
+    for rep in range(reps):  # interleaved
+        for mode in ("one_process", "two_nodes_redis"):
+            room = f"bench-{mode}-{rep}-{time.time_ns()}"
+            journal = "memory" if mode == "one_process" else url
+            count = 1 if mode == "one_process" else 2
+            procs: List[Any] = []
+            try:
+                for _ in range(count):
+                    if in_process:
+                        node = _InProcessNode(journal, room)
+                        procs.append((node, node.app.port))
+                    else:
+                        procs.append(_spawn_node(journal, room))
+                ports = [p for _, p in procs]
+                r = _edit_burst(ports * (2 if len(ports) == 1 else 1), per_client)
+                runs[mode].append(r["per_s"])
+            finally:
+                for proc, _ in procs:
+                    proc.stdin.close()
+                    proc.wait(30)
+    out: Dict[str, Any] = {"clients": 4, "edits_per_client": per_client, "reps": reps}
+    for mode, vals in runs.items():
+        vals.sort()
+        out[mode] = {"median_per_s": vals[len(vals) // 2], "min": vals[0], "max": vals[-1],
+                     "runs": vals}
+    return out
+
+
+def _fill_room(url: str, room: str, entries: int, nodes: int) -> None:
+    """Write a room's journal straight to its stream: one writer session inserts ``nodes``
+    nodes then edits them until ``entries`` records, then leaves (undo window 1)."""
+    from vuer_sync.fleet.link import connect
+    from vuer_sync.fleet.rtc_journal import RtcKeys, encode_record
+
+    r = connect(url)
+    keys = RtcKeys(room)
+    recs: List[Dict[str, Any]] = [{"k": "join", "c": "writer"}]
+    for i in range(entries - 2):
+        if i < nodes:
+            op = {"otype": "node.insert", "key": "", "path": "children",
+                  "value": {"key": f"n{i}", "tag": "Mesh", "position": [0, 0, 0], "hp": 0}}
+        elif i % 2:
+            op = {"otype": "number.add", "key": f"n{i % nodes}", "path": "hp", "value": 1}
+        else:
+            op = {"otype": "vector3.set", "key": f"n{i % nodes}", "path": "position",
+                  "value": [i, 0, 0]}
+        msg = {"id": f"w:{i + 1}", "client": "w", "lt": i + 1, "seq": i + 1, "uw": 1,
+               "ts": 0.0, "ops": [op]}
+        recs.append({"k": "crdt", "c": "writer", "m": {"mtype": "crdt", "msg": msg}})
+    recs.append({"k": "leave", "c": "writer"})
+    for start in range(0, len(recs), 2000):
+        pipe = r.pipeline(transaction=False)
+        for j, rec in enumerate(recs[start:start + 2000], start + 1):
+            pipe.xadd(keys.log, encode_record("filler", j, rec))
+        pipe.execute()
+    r.close()
+
+
+def bench_late_join(url: str, entries: int, nodes: int) -> Dict[str, Any]:
+    """Late join into a room whose journal had ``entries`` records (``nodes`` live)."""
+    from vuer_sync import Vuer, VuerClient
+
+    room = f"late-{time.time_ns()}"
+    _fill_room(url, room, entries, nodes)
+    res: Dict[str, Any] = {"journal_entries": entries, "live_nodes": nodes}
+    t0 = time.perf_counter()
+    first = Vuer(port=0, rtc_journal=url, room=room).start(block=False)
+    _ = first.rtc  # replays the whole stream once (no snapshot yet): setup, not timed below
+    first.rtc.journal.sync(600)
+    res["first_node_replay_s"] = round(time.perf_counter() - t0, 3)
+    first.rtc.journal.snapshot_now(60)
+    apps = [first]
+    try:
+        def join(port: int) -> float:
+            t = time.perf_counter()
+            with VuerClient(f"ws://127.0.0.1:{port}") as c:
+                g = c.rtc("late").join(60).graph
+                assert len(g.live_nodes()) == nodes, len(g.live_nodes())
+                return time.perf_counter() - t
+
+        joins = sorted(join(first.port) for _ in range(3))
+        res["client_join_s"] = round(joins[1], 4)
+        res["client_join_range_s"] = [round(joins[0], 4), round(joins[-1], 4)]
+        loads, totals = [], []
+        for _ in range(3):  # a node that starts: snapshot + tail, then a client joins it
+            t = time.perf_counter()
+            node = Vuer(port=0, rtc_journal=url, room=room).start(block=False)
+            try:
+                _ = node.rtc
+                loads.append(time.perf_counter() - t)
+                totals.append(loads[-1] + join(node.port))
+                res["snapshots_loaded"] = node.rtc.journal.stats["snapshots_loaded"]
+                res["tail_applied"] = node.rtc.journal.stats["applied"]
+            finally:
+                node.stop()
+        loads.sort()
+        totals.sort()
+        res["node_start_load_s"] = round(loads[1], 4)
+        res["node_start_and_client_join_s"] = round(totals[1], 4)
+        res["node_start_and_client_join_range_s"] = [round(totals[0], 4),
+                                                     round(totals[-1], 4)]
+        snap = len(first.rtc.journal_dump())
+        res["snapshot_bytes"] = snap
+    finally:
+        for a in apps:
+            a.stop()
+    return res
+
+
+def bench_relay(smoke: bool) -> Dict[str, Any]:
+    from vuer_sync.fleet import LocalRedis
+
+    with LocalRedis() as redis:
+        edits = bench_relay_edits(redis.url, 30 if smoke else 500, 3)
+        late = bench_late_join(redis.url, 2000 if smoke else 100_000, 100 if smoke else 1000)
+    return {"edits": edits, "late_join": late}
+
+
 # -- driver ---------------------------------------------------------------------------------------
 def _fmt(r: Optional[Dict[str, Any]], key: str) -> str:
     if r is None:
@@ -235,6 +453,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
     ap.add_argument("--vuer-rtc-100k", action="store_true",
                     help="also run vuer-rtc at 100k (about 30 s and 500 MB)")
+    ap.add_argument("--relay", action="store_true",
+                    help="also the durable relay rows (app.rtc on Redis; needs redis-server)")
     ap.add_argument("--out", default=None,
                     help="JSON path (default benchmarks/out/rtc.json, rtc-smoke.json with --smoke)")
     args = ap.parse_args(argv)
@@ -250,6 +470,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         their_budget = 3.0
     if args.vuer_rtc_100k:
         theirs_max = 100_000
+    relay = bench_relay(args.smoke) if args.relay else None
 
     rows = []
     for n in sizes:
@@ -297,7 +518,21 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "budget_s": {"ours": budget, "vuer_rtc": their_budget},
         "rows": rows,
         "memory": mem,
+        "relay": relay,
     }
+    if relay is not None:
+        e, lj = relay["edits"], relay["late_join"]
+        print(f"\nrelay edits/s (4 clients, {e['edits_per_client']} 1-op commits each, median "
+              f"of {e['reps']} interleaved [min-max]):")
+        for mode in ("one_process", "two_nodes_redis"):
+            m = e[mode]
+            print(f"  {mode:<16} {m['median_per_s']:>9,.0f}/s [{m['min']:,.0f}-{m['max']:,.0f}]")
+        print(f"late join, journal {lj['journal_entries']:,} entries, {lj['live_nodes']} live "
+              f"nodes (median of 3): client joins a node {lj['client_join_s'] * 1000:.0f} ms; "
+              f"a node starts (snapshot + tail) {lj['node_start_load_s'] * 1000:.0f} ms, + a "
+              f"client joins it {lj['node_start_and_client_join_s'] * 1000:.0f} ms "
+              f"[{lj['node_start_and_client_join_range_s'][0] * 1000:.0f}-"
+              f"{lj['node_start_and_client_join_range_s'][1] * 1000:.0f}]")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -306,4 +541,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-node":
+        sys.exit(serve_node(sys.argv[2], sys.argv[3]))
     main()

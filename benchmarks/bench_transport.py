@@ -16,8 +16,9 @@ Usage::
     python benchmarks/bench_transport.py --impl fast --repeat 5
     python benchmarks/bench_transport.py --tls --no-mask-bench  # wss://
 
-Numbers on a shared 2-vCPU VM move a lot between runs (see transport-notes.md); the per-MB CPU
-column is the steadier one.
+Every figure is the median of three repetitions (of five for the masking speeds). Numbers on a
+shared 2-vCPU VM move a lot between runs (see ``docs/performance.md``); the per-MB CPU column
+is the steadier one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import base64
 import hashlib
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,13 +146,13 @@ def bench_mask() -> List[str]:
     data = np.random.default_rng(0).integers(0, 256, 12 * MB, dtype=np.uint8).tobytes()
     key = os.urandom(4)
 
-    def best(fn, reps=5):
+    def best(fn, reps=5):  # the median of reps (not the best: a skeptic reads medians)
         times = []
         for _ in range(reps):
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-        return len(data) / min(times) / 1e9
+        return len(data) / statistics.median(times) / 1e9
 
     uninstall_websocket_client_mask()
     frame = ABNF.create_frame(data, ABNF.OPCODE_BINARY)
@@ -224,7 +226,7 @@ def bench_impl(
                     assert len(data) == size
                 wall = time.perf_counter() - t
                 results.append((wall, cpu_reply()))
-            wall, cpu = min(results)
+            wall, cpu = _median(results)
             rows.append(_row(impl, "s->c", size, n, wall, cpu))
             if impl.startswith("fast") and size < MB:
                 results = []
@@ -235,7 +237,7 @@ def bench_impl(
                         ws.recv_data()
                     wall = time.perf_counter() - t
                     results.append((wall, cpu_reply()))
-                wall, cpu = min(results)
+                wall, cpu = _median(results)
                 rows.append(_row(impl + "+send_many", "s->c", size, n, wall, cpu))
             # client -> server
             results = []
@@ -247,7 +249,7 @@ def bench_impl(
                 cpu = cpu_reply()
                 wall = time.perf_counter() - t
                 results.append((wall, cpu))
-            wall, cpu = min(results)
+            wall, cpu = _median(results)
             rows.append(_row(impl, "c->s", size, n, wall, cpu))
         ws.send("quit")
     finally:
@@ -258,6 +260,11 @@ def bench_impl(
             proc.kill()
             proc.wait(5)
     return rows
+
+
+def _median(results: List[Tuple[float, float]]) -> Tuple[float, float]:
+    """The (wall, cpu) pair of the median wall time of the repetitions."""
+    return sorted(results)[len(results) // 2]
 
 
 def _row(impl: str, direction: str, size: int, n: int, wall: float, cpu: float) -> str:

@@ -135,11 +135,16 @@ def cpu_model() -> str:
 
 def machine_info() -> Dict[str, Any]:
     """CPU count and model, Python, OS, package versions, date, git commit (read only)."""
-    commit = None
+    commit = dirty = None
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
             timeout=5, check=False).stdout.strip() or None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+            capture_output=True, text=True, timeout=5, check=False)
+        if status.returncode == 0:  # the files changed against the commit, if any
+            dirty = [line[3:] for line in status.stdout.splitlines() if line.strip()]
     except Exception:
         pass
     mem = None
@@ -158,13 +163,15 @@ def machine_info() -> Dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "git_commit": commit,
+        "git_dirty": dirty,  # None: not a git checkout (or git missing); []: clean
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()]
         if hasattr(os, "getloadavg") else None,
         "packages": {
             name: _version(name)
             for name in ("vuer-sync", "vuer", "viser", "flask", "flask-sock", "simple-websocket",
                          "werkzeug", "aiohttp", "websockets", "websocket-client", "msgpack",
-                         "numpy", "psutil", "zstandard")
+                         "numpy", "psutil", "zstandard", "redis", "python-socketio",
+                         "meshcat", "rerun-sdk", "playwright")
         },
     }
 
@@ -782,7 +789,16 @@ class Agent:
         return self.reply(timeout)
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system, all threads) of the server process."""
+        """CPU seconds (user + system, all threads, exited ones included) of the server
+        process, read inside it with ``time.process_time()``: nanosecond steps, where
+        /proc's (psutil's) come in 10 ms clock ticks, coarser than some rows' whole CPU
+        time. Falls back to psutil if the agent cannot answer."""
+        try:
+            r = self.call("cpu", timeout=30)
+            if isinstance(r.get("cpu"), float):
+                return r["cpu"]
+        except Exception:
+            pass
         t = self.ps.cpu_times()
         return t.user + t.system
 

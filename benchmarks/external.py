@@ -17,7 +17,7 @@ from common import HERE
 
 EXTERNAL = ("bench_client_upload.py", "bench_rtc.py", "bench_render.py", "bench_transport.py",
             "bench_record.py", "bench_lateness_floor.py", "bench_validation.py",
-            "bench_fleet.py")
+            "bench_fleet.py", "bench_anchors.py", "bench_teleop.py")
 
 
 def run_external(smoke: bool, out_dir: Path) -> Dict[str, Any]:

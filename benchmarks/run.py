@@ -1,6 +1,7 @@
 """The benchmark suite: vuer_sync side by side with Vuer 0.1.6 (aiohttp) and viser 1.1.
 
-    python benchmarks/run.py                 # full run (about 10 minutes on 2 cores)
+    python benchmarks/run.py                 # full run: 3 repetitions (about 25 minutes)
+    python benchmarks/run.py --reps 5        # more repetitions
     python benchmarks/run.py --smoke         # tiny sizes, well under a minute (CI)
     python benchmarks/run.py --only 3,8      # some rows only
     python benchmarks/run.py --out DIR       # write results.json and RESULTS.md to DIR
@@ -15,8 +16,9 @@ interleaving of the rows by server, collecting their numbers. Each row's definit
 workload is a module of ``rows/``; ``report.py`` writes ``RESULTS.md`` and the goals;
 ``external.py`` runs the other ``bench_*.py``; ``common.py`` holds the peers and the agent.
 
-Writes ``results.json`` and ``RESULTS.md`` (default
-``benchmarks/RESULTS.md``). Numbers are never pass/fail: these 2-core machines are noisy.
+Writes ``results.json`` and ``RESULTS.md`` (default ``benchmarks/RESULTS.md``) and
+``docs/performance.md`` (from ``performance_template.md``). Numbers are never pass/fail:
+these 2-core machines are noisy.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import importlib.util
 import json
 import logging
 import math
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rows  # noqa: E402
 from common import HERE, IMPLS, NA, Agent, machine_info, raise_nofile  # noqa: E402
 from external import run_external  # noqa: E402
-from report import fmt, goals, write_markdown  # noqa: E402
+from report import PERFORMANCE_PAGE, fmt, goals, performance_page, write_markdown  # noqa: E402
 from rows import ROW_BY_ID, ROWS  # noqa: E402
 from rows.large_messages_browser import METRICS as BROWSER_METRICS  # noqa: E402
+from rows.large_messages_browser import PLAIN_METRICS as BROWSER_PLAIN  # noqa: E402
 from rows.large_messages_browser import browser_available, browser_s2c  # noqa: E402
 
 logger = logging.getLogger("benchmarks.run")
@@ -101,7 +105,8 @@ SMOKE = {
 
 #: rows 1-5 and 7: one long-lived server per implementation, the rows interleaved by server
 LIGHT_ROWS = {"1": rows.producer_call.run, "2": rows.small_messages.run,
-              "3": rows.rpc_round_trip.run, "4": rows.large_messages.run,
+              "3": rows.rpc_round_trip.run, "3b": rows.rpc_websockets.run,
+              "4": rows.large_messages.run,
               "5": rows.loop_lateness.run, "7": rows.idle_cpu.run}
 
 #: rows 9-11: one server per implementation (and vuer_sync io_threads=0) for the three
@@ -122,7 +127,9 @@ NOTES = [
     "Servers: vuer_sync `Vuer(port=0)` with defaults; Vuer `Vuer(host=\"127.0.0.1\", "
     "queue_len=...)` in a thread with its own event loop; viser "
     "`ViserServer(host=\"127.0.0.1\", port=0)`. Each in its own process; CPU = "
-    "user+system time of that whole process (psutil), RSS likewise.",
+    "user+system time of that whole process, read inside it (`time.process_time()`: "
+    "nanosecond steps, so no figure sits at the 10 ms clock-tick resolution of /proc); "
+    "RSS from psutil.",
     "Client: one raw-socket websocket peer (`benchmarks/common.py`) for all three servers, "
     "no compression offered, masked frames; it skips payloads it does not need, so it is much "
     "cheaper than the servers. Client and server share the 2 cores.",
@@ -161,9 +168,30 @@ class Results:
         return m
 
     def put(self, rid: str, name: str, impl: str, value: Any) -> None:
+        """One repetition's value (:meth:`finish` turns them into median and spread)."""
         if isinstance(value, float) and not math.isfinite(value):
             value = "nan"
-        self.data["rows"][rid]["metrics"][name]["values"][impl] = value
+        self.data["rows"][rid]["metrics"][name].setdefault("reps", {}).setdefault(
+            impl, []).append(value)
+
+    def finish(self) -> None:
+        """Every metric's value per server: the median of its repetitions, with the
+        min-max ``spread`` beside it (a repetition that failed, or a text value, is kept in
+        ``reps``; the value is the median of the numeric ones, or the first text when no
+        repetition gave a number)."""
+        for row in self.data["rows"].values():
+            for m in row["metrics"].values():
+                for impl, reps in m.get("reps", {}).items():
+                    nums = [x for x in reps if isinstance(x, (int, float))
+                            and not isinstance(x, bool)]
+                    if nums:
+                        m["values"][impl] = statistics.median(nums)
+                        if len(nums) > 1:
+                            m.setdefault("spread", {})[impl] = [min(nums), max(nums)]
+                        if len(nums) < len(reps):
+                            m.setdefault("failed_reps", {})[impl] = len(reps) - len(nums)
+                    else:
+                        m["values"][impl] = reps[0]
 
     def declare(self, rows: List[Dict[str, Any]]) -> None:
         """Every row and metric, in the order of the table, before any number comes in."""
@@ -200,14 +228,14 @@ class Results:
             msg = f"error: {type(e).__name__}: {str(e)[:120]}"
             for name in own:
                 self.put(rid, name, impl, msg)
-            self.data["rows"][rid]["raw"][who] = {"error": repr(e)}
+            self.data["rows"][rid]["raw"].setdefault(who, []).append({"error": repr(e)})
             print(f"  row {rid:>2} {who:<9} FAILED: {e!r}", flush=True)
             return
         names = {name[:len(name) - len(suffix)] if suffix else name for name in own}
         for name, val in out["values"].items():
             if name in names:
                 self.put(rid, name + suffix, impl, val)
-        self.data["rows"][rid]["raw"][who] = out.get("raw")
+        self.data["rows"][rid]["raw"].setdefault(who, []).append(out.get("raw"))
         summary = ", ".join(f"{k}={fmt(v)}" for k, v in list(out["values"].items())[:4])
         print(f"  row {rid:>2} {who:<9} {time.monotonic() - t:5.1f} s  {summary}", flush=True)
 
@@ -261,16 +289,27 @@ def run_browser(res: Results, agents: Dict[str, Agent], impls: List[str],
         res.data["rows"]["4"]["notes"].append(
             "headless Chromium part skipped: playwright or /usr/bin/chromium missing")
         return
-    for name, label, unit, better, _ in BROWSER_METRICS:
+    for name, label, unit, better, _ in BROWSER_METRICS + BROWSER_PLAIN:
         res.metric("4", name, label, unit, better)
-    for impl in impls:
+
+    def measure(agent: Agent, impl: str) -> Dict[str, Any]:
         try:
-            b = browser_s2c(agents[impl], impl, P) or {}
+            return browser_s2c(agent, impl, P) or {}
         except Exception as e:
-            b = {"error": f"error: {type(e).__name__}: {str(e)[:100]}"}
-        for dst, *_, src in BROWSER_METRICS:
-            res.put("4", dst, impl, b.get(src, b.get("error")))
-        print(f"  row  4 {impl:<9} browser: {b}", flush=True)
+            return {"error": f"error: {type(e).__name__}: {str(e)[:100]}"}
+
+    for impl in impls:
+        b = measure(agents[impl], impl)
+        plain = b
+        if impl == "vuer":  # once more with its compression off, like for like
+            with Agent(impl, agents[impl].log_path.parent, tag="browser_plain",
+                       options={"compress": False}) as ag:
+                plain = measure(ag, impl)
+        for metrics, got in ((BROWSER_METRICS, b), (BROWSER_PLAIN, plain)):
+            for dst, *_, src in metrics:
+                res.put("4", dst, impl, got.get(src, got.get("error")))
+        print(f"  row  4 {impl:<9} browser: {b}" + (f", compress=False: {plain}"
+                                                   if plain is not b else ""), flush=True)
 
 
 def run_own_server_rows(res: Results, impls: List[str], want: Callable[[str], bool],
@@ -287,6 +326,9 @@ def run_own_server_rows(res: Results, impls: List[str], want: Callable[[str], bo
             for impl in impls:
                 res.record(rid, impl, lambda impl=impl, batch=batch:
                            rows.pose_updates.run(impl, P, log_dir, batch))
+    if want("8b") and "vuer_sync" in impls:
+        res.record("8b", "vuer_sync", lambda: rows.pose_updates.run(
+            "vuer_sync", P, log_dir, True, columnar=True), suffix=rows.pose_updates.COLUMNAR)
 
 
 def run_many_viewers(res: Results, impls: List[str], want: Callable[[str], bool],
@@ -345,6 +387,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--browser", action="store_true",
                     help="include the headless Chromium row in a --smoke run")
     ap.add_argument("--no-external", action="store_true", help="skip the other bench_*.py")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="repetitions of every row, interleaved with alternating server order "
+                         "(default 3; --smoke: 1); the table shows the median and min-max")
     ap.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                     help="only rewrite RESULTS.md (or --out DIR/RESULTS.md) from a results.json")
     return ap.parse_args(argv)
@@ -356,7 +401,9 @@ def render(results_json: Path, out: Optional[Path]) -> int:
     data["goals"] = goals(data)
     md = (out / "RESULTS.md") if out else (HERE / "RESULTS.md")
     write_markdown(data, md)
-    print(f"wrote {md}")
+    page = (out / "performance.md") if out else PERFORMANCE_PAGE
+    page.write_text(performance_page(data), encoding="utf-8")
+    print(f"wrote {md} and {page}")
     return 0
 
 
@@ -389,13 +436,20 @@ def main(argv: Optional[List[str]] = None) -> int:
           flush=True)
     res.declare(ROWS)
 
-    light = [rid for rid in ("1", "2", "3", "4", "5", "7") if want(rid)]
+    light = [rid for rid in ("1", "2", "3", "3b", "4", "5", "7") if want(rid)]
     do_browser = "browser" in only or (not only and not args.no_browser
                                        and (args.browser or not args.smoke))
-    if light or do_browser:
-        run_light(res, impls, light, do_browser, P, log_dir)
-    run_own_server_rows(res, impls, want, P, log_dir)
-    run_many_viewers(res, impls, want, P, log_dir)
+    reps = args.reps if args.reps is not None else (1 if args.smoke else 3)
+    res.data["repetitions"] = []
+    for rep in range(reps):  # interleaved: every row once per repetition, order alternating
+        order = impls if rep % 2 == 0 else impls[::-1]
+        res.data["repetitions"].append({"order": order, "started": time.time()})
+        print(f"repetition {rep + 1}/{reps}: {', '.join(order)}", flush=True)
+        if light or do_browser:
+            run_light(res, order, light, do_browser, P, log_dir)
+        run_own_server_rows(res, order, want, P, log_dir)
+        run_many_viewers(res, order, want, P, log_dir)
+    res.finish()
 
     if (not only or "ext" in only) and not args.no_external:
         print("other benchmarks:", flush=True)
@@ -411,6 +465,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     json_path = (args.out / "results.json") if args.out else (HERE / "results.json")
     json_path.write_text(json.dumps(res.data, indent=1, default=str))
     write_markdown(res.data, md_path)
+    # docs/performance.md from the same data (with --out: next to RESULTS.md, not docs/)
+    page = (args.out / "performance.md") if args.out else PERFORMANCE_PAGE
+    page.write_text(performance_page(json.loads(json_path.read_text())), encoding="utf-8")
     print(f"\nwrote {json_path} and {md_path} "
           f"({res.data['elapsed_s']:.0f} s)")
     print(md_path.read_text().split("\n## Goals")[0].split("\n\n", 4)[-1])

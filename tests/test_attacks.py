@@ -210,9 +210,10 @@ def test_a_million_pings_from_a_client_that_does_not_read_add_under_10mb():
               f"RSS {rss0 >> 20} -> {rss1 >> 20} MB (+{(rss1 - rss0) / 2**20:.1f})")
         assert sent == 1_000_000
         assert rss1 - rss0 < 10 << 20
-        # one I/O thread parses the flood and serves the probe: 40-95 ms p95 here (it was
-        # ~18 ms with a thread per connection; docs/performance.md, issue 20's note)
-        check_probe(stats, p95_ms=150)
+        # one I/O thread serves the flood and the probe: a run of empty pings is counted,
+        # not parsed frame by frame (transport/nonblocking.py), so the probe waits as long
+        # as with a thread per connection
+        check_probe(stats)
 
 
 def test_attack_server_stops_cleanly():

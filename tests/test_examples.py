@@ -23,7 +23,8 @@ EXAMPLES = ROOT / "examples"
 
 # examples run by other test files (they need more than a Python client)
 TESTED_ELSEWHERE = {"dataset_capture.py": "tests/test_browser.py (needs Chromium)",
-                    "fleet.py": "tests/fleet/test_fleet_example.py (needs redis-server)"}
+                    "fleet.py": "tests/fleet/test_fleet_example.py (needs redis-server)",
+                    "teleop.py": "tests/teleop/test_lan.py (replays tests/teleop/ data)"}
 
 # script -> (bounded arguments, lines its output must contain)
 STANDALONE = {

@@ -236,3 +236,25 @@ def test_point_clouds_reach_live_stalled_and_late_clients_intact(app):
     assert (pc["vertices"], pc["colors"], pc["size"]) == (*clouds[-1], 0.5)
     for ws in (live, stalled, late):
         ws.close()
+
+
+def test_graph_index_follows_new_nodes_without_a_rebuild():
+    """A stream of new nodes keeps the key index (no rebuild per node), and lookups stay
+    right: new keys, a key added twice (the first wins), a new node with children."""
+    g = SceneMirror()
+    walks = []
+    full_walk = g._all
+    g._all = lambda root: (walks.append(1), full_walk(root))[1]
+    g.apply({"etype": "ADD", "data": {"nodes": [{"key": "a", "tag": "Box"}]}})
+    assert g.find("a") is not None and len(walks) == 1
+    for i in range(200):
+        g.apply({"etype": "UPSERT", "data": {"nodes": [{"key": f"n{i}", "tag": "Box"}],
+                                             "to": None}})
+        assert g.find(f"n{i}")["key"] == f"n{i}"
+    assert len(walks) == 1  # the index grew in place: never rebuilt
+    first = g.find("a")
+    g.apply({"etype": "ADD", "data": {"nodes": [{"key": "a", "tag": "Sphere"}]}})
+    assert g.find("a") is first  # depth first: the older one comes first
+    g.apply({"etype": "ADD", "data": {"nodes": [{"key": "g", "tag": "Group",
+                                                 "children": [{"key": "kid"}]}]}})
+    assert g.find("kid") == {"key": "kid"}

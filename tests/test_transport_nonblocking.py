@@ -141,6 +141,31 @@ def test_fragments_with_a_ping_answered_mid_message(pair):
     assert conn.receive() == b"a" * 70_000 + b"b" * 70_000
 
 
+def test_a_run_of_pings_is_answered_by_its_last_and_what_follows_is_parsed(pair):
+    """A flood of masked pings (each its own mask, empty or not) is counted, not parsed
+    frame by frame: a pong answers the latest ping of a run (RFC 6455 5.5.3), and the
+    fragments and data around the runs arrive intact and in order."""
+    conn, peer = pair
+    empty = b"".join(peer.frame(F.OP_PING) for _ in range(5000))
+    tagged = b"".join(peer.frame(F.OP_PING, b"p%d" % i) for i in range(5000))
+    peer.sock.sendall(peer.frame(F.OP_BINARY, b"first") + empty
+                      + peer.frame(F.OP_BINARY, b"a" * 300, fin=False) + tagged
+                      + peer.frame(F.OP_CONTINUATION, b"b", fin=True)
+                      + peer.frame(F.OP_PING, b"last") + peer.frame(F.OP_BINARY, b"end"))
+    assert conn.receive() == b"first"
+    assert conn.receive() == b"a" * 300 + b"b"
+    assert conn.receive() == b"end"
+    pongs = []
+    while not pongs or pongs[-1] != b"last":
+        h, payload = peer.recv_clean_frame()
+        assert h.opcode == F.OP_PONG
+        pongs.append(payload)
+    order = [b""] + [b"p%d" % i for i in range(5000)] + [b"last"]
+    seen = [order.index(p) for p in pongs]  # each pong echoes a ping that was sent...
+    assert seen == sorted(seen) and len(pongs) <= 10_001  # ...in order, at most one each
+    assert conn.conn.pings_skipped > 9000  # the runs were counted, not parsed
+
+
 @pytest.mark.parametrize(("code", "reason"), [(1000, ""), (1001, "going away"), (4000, "app")])
 def test_peer_initiated_close_is_echoed(pair, code, reason):
     conn, peer = pair

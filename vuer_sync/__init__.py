@@ -10,7 +10,7 @@ from ._version import __version__
 from .client import VuerClient
 from .errors import ProtocolError, RPCTimeout, SessionClosed
 from .server import Vuer, VuerSession
-from .server.shared import Fleet
+from .server.fleet_api import Fleet
 
 __all__ = [
     "Fleet",

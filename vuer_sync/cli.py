@@ -1,5 +1,5 @@
 """The ``vuer-sync`` command (also ``python -m vuer_sync``): ``demo``, ``play``, ``export``,
-``version``."""
+``capture``, ``version``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ def _demo(args: argparse.Namespace) -> int:
     from . import Vuer
     from .demo import Demo
 
-    app = Vuer(host=args.host, port=args.port)
+    if args.lan:  # a headset on the LAN: every interface, HTTPS, a token (docs/teleop.md)
+        app = Vuer(host="0.0.0.0" if args.host == "127.0.0.1" else args.host, port=args.port,
+                   tls="self-signed")
+    else:
+        app = Vuer(host=args.host, port=args.port)
     demo = Demo(app, hz=args.hz, cloud_hz=min(args.cloud_hz, args.hz), points=args.points)
     return _serve(app, args.seconds, "demo", on_start=demo.start, on_stop=demo.stop)
 
@@ -119,6 +123,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--cloud-hz", type=float, default=10.0,
                       help="point cloud frames per second (default 10)")
     demo.add_argument("--points", type=int, default=6000, help="points in the point cloud")
+    demo.add_argument("--lan", action="store_true",
+                      help="for a headset on the LAN: serve on every interface over HTTPS "
+                      "(a cached self-signed certificate), with a token; prints the URL and "
+                      "its QR code (pip install 'vuer-sync[lan]')")
     play = sub.add_parser("play", help="serve a recording (.vsrec) to browsers")
     play.add_argument("file", help="a recording made with app.scene.record() / serialize()")
     play.add_argument("--host", default="127.0.0.1")
@@ -132,6 +140,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     export.add_argument("file")
     export.add_argument("--out", required=True, help="output folder")
     sub.add_parser("version", help="print the version")
+    from .capture import command as capture_command  # light: imports its parts when run
+
+    capture_command.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=str(args.log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -144,6 +155,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _play(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "capture":
+        return capture_command.run(args)
     parser.print_help()
     return 0
 

@@ -42,6 +42,8 @@ class SceneMirror:
         self.root: Dict[str, Any] = _initial()
         self.used = False  # any scene message applied yet
         self._index: Optional[Dict[str, Dict[str, Any]]] = None
+        #: a columnar update not yet in the nodes: (keys, (N, 3|7) array)
+        self._poses: Optional[Tuple[Tuple[str, ...], Any]] = None
 
     # -- lookup ---------------------------------------------------------------------------
 
@@ -61,6 +63,8 @@ class SceneMirror:
 
     def find(self, key: str) -> Optional[Dict[str, Any]]:
         """The first node with ``key`` (all scene lists, depth first), or ``None``."""
+        if self._poses is not None:
+            self._settle_poses()
         if self._index is None:
             idx: Dict[str, Dict[str, Any]] = {}
             for n in self._all(self.root):
@@ -94,10 +98,24 @@ class SceneMirror:
     def _changed(self) -> None:
         self._index = None
 
+    def _appended(self, node: Dict[str, Any]) -> None:
+        """``node`` was just added to the tree: index it when that is all that changed (a
+        new key, no children), so a stream of new nodes does not rebuild the index each
+        time; anything else rebuilds it on the next lookup."""
+        idx = self._index
+        key = node.get("key")
+        if idx is not None and isinstance(key, str) and key not in idx \
+                and not isinstance(node.get("children"), list):
+            idx[key] = node  # the only node with this key, so the first one too
+        else:
+            self._changed()
+
     # -- operations -----------------------------------------------------------------------
 
     def apply(self, msg: Dict[str, Any]) -> bool:
         """Apply one decoded server message; returns ``False`` for non-scene events."""
+        if self._poses is not None:
+            self._settle_poses()
         etype = msg.get("etype")
         data = msg.get("data")
         handler = {"SET": self._set, "ADD": self._add, "UPSERT": self._upsert,
@@ -128,7 +146,7 @@ class SceneMirror:
                     logger.debug("ADD to missing parent %r skipped", to)
                     continue
                 parent.setdefault("children", []).append(node)
-            self._changed()
+            self._appended(node)
 
     def _upsert(self, data: Dict[str, Any]) -> None:
         to = data.get("to")
@@ -144,7 +162,7 @@ class SceneMirror:
                         self._changed()
                 else:
                     self.root.setdefault("children", []).append(node)
-                    self._changed()
+                    self._appended(node)
                 continue
             if to in CONTAINERS:
                 lst = self.root.setdefault(to, [])
@@ -179,6 +197,52 @@ class SceneMirror:
             if "children" in node:
                 self._changed()
 
+    def update_poses(self, keys: Tuple[str, ...], values: Any) -> None:
+        """``UPDATE`` of ``position`` (and ``quaternion``) for each of ``keys``, from an
+        ``(N, 3)`` or ``(N, 7)`` array (position, then quaternion ``[x, y, z, w]``): the
+        columnar ``poses()`` path. Equivalent to :meth:`apply` of the same message (unknown
+        keys are skipped, as the client does), but lazy: the array is kept, and a later
+        update of the same keys replaces it; the nodes take the values when the mirror is
+        next read or changed otherwise. A 1 kHz robot loop thus costs no Python work per
+        pose here.
+
+        >>> import numpy as np
+        >>> g = SceneMirror()
+        >>> g.apply({"etype": "ADD", "data": {"nodes": [{"key": "a", "tag": "Box"}]}})
+        True
+        >>> g.update_poses(("a", "gone"), np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]))
+        >>> g.find("a")
+        {'key': 'a', 'tag': 'Box', 'position': [1.0, 2.0, 3.0]}
+        """
+        self.used = True
+        held = self._poses
+        if held is not None and not (held[0] == keys and values.shape[1] >= held[1].shape[1]):
+            self._settle_poses()  # other nodes, or fewer properties: the older one lands
+        self._poses = (keys, values)
+
+    def _settle_poses(self) -> None:
+        """Put the held columnar update (:meth:`update_poses`) into the nodes."""
+        held = self._poses
+        if held is None:
+            return
+        self._poses = None
+        keys, values = held
+        if self._index is None:
+            self.find("")  # builds the index
+        get = (self._index or {}).get
+        position = values[:, :3].tolist()
+        if values.shape[1] == 3:
+            for key, p in zip(keys, position):
+                node = get(key)
+                if node is not None:
+                    node["position"] = p
+            return
+        for key, p, q in zip(keys, position, values[:, 3:7].tolist()):
+            node = get(key)
+            if node is not None:
+                node["position"] = p
+                node["quaternion"] = q
+
     def _remove(self, data: Dict[str, Any]) -> None:
         for key in data.get("keys") or []:
             found = self._find_parent(key) if isinstance(key, str) else None
@@ -205,9 +269,11 @@ class SceneMirror:
 
     def snapshot(self) -> Dict[str, Any]:
         """The whole scene as ``SET`` data (with explicit lists)."""
+        self._settle_poses()
         return dict(self.root)
 
     def __len__(self) -> int:
+        self._settle_poses()
         return sum(1 for _ in self._all(self.root))
 
 

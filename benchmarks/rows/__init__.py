@@ -21,6 +21,7 @@ from . import (
     pose_updates,
     producer_call,
     rpc_round_trip,
+    rpc_websockets,
     small_messages,
 )
 
@@ -28,6 +29,7 @@ ROWS: List[Dict[str, Any]] = [
     producer_call.ROW,
     small_messages.ROW,
     rpc_round_trip.ROW,
+    rpc_websockets.ROW,
     large_messages.ROW,
     loop_lateness.ROW,
     broadcast_clients.ROW,

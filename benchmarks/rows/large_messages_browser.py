@@ -13,10 +13,16 @@ from common import Agent, client_event, hangup, stop_process, viser_subprotocol
 CHROMIUM = "/usr/bin/chromium"
 
 #: (row-4 metric, label, unit, better, key in :func:`browser_s2c`'s result)
-METRICS = [("browser_s2c_MB_per_s", "server->client (big) into headless Chromium", "MB/s",
-            "higher", "MB_per_s"),
-           ("browser_s2c_cpu_ms_per_MB", "server->client (big) into Chromium, server CPU",
-            "ms/MB", "lower", "cpu_ms_per_MB")]
+METRICS = [("browser_s2c_MB_per_s", "server->client (big) into headless Chromium (Vuer: "
+            "deflate, as aiohttp negotiates it by default)", "MB/s", "higher", "MB_per_s"),
+           ("browser_s2c_cpu_ms_per_MB", "server->client (big) into Chromium, server CPU "
+            "(Vuer: deflate)", "ms/MB", "lower", "cpu_ms_per_MB")]
+#: the same with Vuer's compression off (``compress=False``), in a server of its own;
+#: vuer_sync (which strips the deflate offer) and viser repeat their line above
+PLAIN_METRICS = [("browser_plain_MB_per_s", "into Chromium, no compression anywhere "
+                  "(Vuer: compress=False)", "MB/s", "higher", "MB_per_s"),
+                 ("browser_plain_cpu_ms_per_MB", "into Chromium, no compression anywhere, "
+                  "server CPU", "ms/MB", "lower", "cpu_ms_per_MB")]
 
 _PAGE = """<!doctype html><title>bench</title><script>
 const q = new URLSearchParams(location.search);

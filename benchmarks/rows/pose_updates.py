@@ -6,21 +6,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from common import Agent, RssSampler, connect_peer, decode_viser_frame
 
-from .spec import row
+from .spec import row, variant
 
 #: the metrics of 8a and 8b after their call costs
 _TAIL = """
-    updates_per_s      | pose updates/s achieved | 1/s | higher
+    updates_per_s      | pose updates/s achieved (producer calls) | 1/s | higher
+    delivered_per_s    | updates delivered one by one to the fast client | 1/s | higher
     final_delivery_ms  | final poses at the fast client, after the end (goal <= 5) | ms | -
-    delivered_pct      | updates seen one by one by the fast client | % | -
+    delivered_pct      | updates seen one by one by the fast client | % | higher
     rss_growth_MB      | server RSS growth (end - start) | MB | lower
     rss_peak_growth_MB | server RSS growth (peak - start) | MB | lower
     cpu_pct            | server CPU | % of a core | lower
+    q100_delivered_pct | Vuer at its default queue_len=100: updates seen one by one | % | -
+    q100_lost          | Vuer at its default queue_len=100: updates lost (dropped) | updates | -
+    q100_rss_growth_MB | Vuer at its default queue_len=100: server RSS growth | MB | -
 """
+
+#: Vuer's default per-session queue length (it drops the oldest message past it)
+VUER_DEFAULT_QUEUE_LEN = 100
 
 ROW_8A = row(
     "8a", "1 kHz pose updates to 100 nodes, one call per node (issue 6)",
@@ -31,7 +38,9 @@ ROW_8A = row(
         `frame.position =`. One fast peer decodes everything; one stalled peer completed the
         handshake and never reads. Call cost, achieved rate, how late the final pose of every
         node reached the fast peer, how many updates it saw one by one, server RSS growth over
-        the run (goal <= 20 MB).
+        the run (goal <= 20 MB). Vuer runs with an unbounded queue (see the notes); it runs
+        once more at its default `queue_len=100`, where its deques drop the oldest messages:
+        the `queue_len=100` lines say what that run delivered and lost.
     """,
     table="""
         call_median_us     | call cost, median | µs | lower
@@ -49,6 +58,12 @@ ROW_8B = row(
         call_p99_us        | call cost per tick, p99 | µs | lower
         per_pose_us        | per pose (median / 100) | µs | lower
     """ + _TAIL)
+#: vuer_sync once more with its columnar call, one `app.scene.poses(keys, positions)` per
+#: tick (the positions array built in the timed call), in a server of its own
+COLUMNAR = "_columnar"
+variant(ROW_8B, COLUMNAR, "vuer_sync `poses()`",
+        ["call_median_us", "call_p99_us", "per_pose_us", "updates_per_s", "delivered_per_s",
+         "delivered_pct", "rss_growth_MB", "cpu_pct"])
 
 
 class PoseWatcher:
@@ -82,10 +97,30 @@ class PoseWatcher:
                 self.updates += 1
 
 
-def run(impl: str, P: Dict[str, Any], log_dir: Path, batch: bool) -> Dict[str, Any]:
+def run(impl: str, P: Dict[str, Any], log_dir: Path, batch: bool,
+        columnar: bool = False) -> Dict[str, Any]:
+    """One server of ``impl`` for the row (8b's ``columnar``: vuer_sync's ``poses()``)."""
+    if columnar:
+        return _run(impl, P, log_dir, batch, columnar=True)
+    out = _run(impl, P, log_dir, batch)
+    q100 = ("q100_delivered_pct", "q100_lost", "q100_rss_growth_MB")
+    if impl != "vuer":
+        out["values"].update({k: "n/a" for k in q100})
+        return out
+    d = _run(impl, P, log_dir, batch, {"queue_len": VUER_DEFAULT_QUEUE_LEN})
+    out["values"].update({"q100_delivered_pct": d["values"]["delivered_pct"],
+                          "q100_lost": d["raw"]["lost"],
+                          "q100_rss_growth_MB": d["values"]["rss_growth_MB"]})
+    out["raw"]["queue_len_100"] = d["raw"]
+    return out
+
+
+def _run(impl: str, P: Dict[str, Any], log_dir: Path, batch: bool,
+         options: Optional[Dict[str, Any]] = None, columnar: bool = False) -> Dict[str, Any]:
     nodes, hz, d = P["pose_nodes"], P["pose_hz"], P["pose_s"]
-    tag = "8b" if batch else "8a"
-    with Agent(impl, log_dir, tag=tag) as agent:
+    tag = ("8b" if batch else "8a") + ("_q100" if options else "") + (
+        "_columnar" if columnar else "")
+    with Agent(impl, log_dir, tag=tag, options=options) as agent:
         watcher = PoseWatcher(impl)
         fast = connect_peer(agent, impl)
         fast.start_reader(watcher)
@@ -100,8 +135,9 @@ def run(impl: str, P: Dict[str, Any], log_dir: Path, batch: bool) -> Dict[str, A
             sampler = RssSampler(agent)
             cpu0 = agent.cpu_s()
             t0 = time.monotonic()
+            kw = {"columnar": True} if columnar else {}
             r = agent.call("pose_run", nodes=nodes, hz=hz, duration=d, batch=batch,
-                           timeout=d + 120)
+                           timeout=d + 120, **kw)
             cpu1 = agent.cpu_s()
             t1 = time.monotonic()
             keys = [f"n{j}" for j in range(nodes)]
@@ -125,12 +161,18 @@ def run(impl: str, P: Dict[str, Any], log_dir: Path, batch: bool) -> Dict[str, A
             stalled.close()
     per = r["per_call"]
     vals = {"call_median_us": per["median_us"], "call_p99_us": per["p99_us"],
-            "updates_per_s": r["updates_per_s"], "final_delivery_ms": lat,
+            "updates_per_s": r["updates_per_s"],
+            "delivered_per_s": seen / max(1e-9, r.get("elapsed_s", d)),
+            "final_delivery_ms": lat,
             "delivered_pct": min(100.0, seen / max(1, r["pose_updates"]) * 100),
             "rss_growth_MB": rss1 - rss0, "rss_peak_growth_MB": peak - rss0,
             "cpu_pct": (cpu1 - cpu0) / (t1 - t0) * 100}
     if batch:
         vals["per_pose_us"] = r["per_pose"]["median_us"]
     raw = {"clients": got, "run": r, "rss_start_MB": rss0, "rss_end_MB": rss1,
-           "rss_peak_MB": peak, "fast_frames": watcher.frames, "fast_updates": seen}
+           "rss_peak_MB": peak, "fast_frames": watcher.frames, "fast_updates": seen,
+           # what the fast client never got, and not because a later pose replaced it: a
+           # coalescing server merges, a dropping one loses (Vuer's queue_len); the final
+           # pose of every node arrived or final_delivery_ms says not
+           "lost": max(0, r["pose_updates"] - seen) if options else None}
     return {"values": vals, "raw": raw}

@@ -9,6 +9,7 @@ prints ``READY <port>`` and then answers one command per stdin line:
 - ``wait ID``: until this node applied the room's stream up to ``ID``; ``APPLIED``;
 - ``sync``: until this node applied the whole stream as it is now; ``SYNCED <id>``;
 - ``dump``: ``DUMP {json}``: the scene and the order in which this node applied messages;
+- ``proc``: ``PROC {json}``: threads, open fds, RSS (KiB), clients (``/proc``, Linux);
 - ``quit``: stops the app; ``BYE``.
 
 ``python node.py publish --url URL --room ROOM --prefix P --n N --seed S`` is a robot:
@@ -52,12 +53,27 @@ def dump(app: Vuer, order: List[Any]) -> Dict[str, Any]:
             "stats": app.fleet.stats if app.fleet else None}
 
 
+def proc_levels(app: Vuer) -> Dict[str, Any]:
+    """This process's threads, open fds, resident memory (KiB) and clients."""
+    import os
+    import threading
+
+    rss = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return {"threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd")),
+            "rss_kb": rss, "sessions": len(app.sessions)}
+
+
 def run_node(args: argparse.Namespace) -> int:
     app = Vuer(port=0, fleet=args.url, room=args.room)
     assert app.fleet is not None
     app.fleet.snapshot_every = args.snapshot_every
     app.fleet.snapshot_interval = args.snapshot_interval
     app.fleet.lease_ms = args.lease_ms
+    app.fleet.merge_backlog = not args.no_merge
     order: List[Any] = []
 
     def observe(msg: Dict[str, Any]) -> bool:  # every message applied, in order
@@ -90,6 +106,8 @@ def run_node(args: argparse.Namespace) -> int:
             print("APPLIED", flush=True)
         elif cmd[0] == "sync":
             print(f"SYNCED {app.fleet.sync(30)}", flush=True)
+        elif cmd[0] == "proc":
+            print("PROC " + json.dumps(proc_levels(app)), flush=True)
         elif cmd[0] == "dump":
             print("DUMP " + json.dumps(dump(app, order), default=str), flush=True)
         elif cmd[0] == "quit":
@@ -114,6 +132,8 @@ def main() -> int:
     ap.add_argument("--snapshot-every", type=int, default=1000)
     ap.add_argument("--snapshot-interval", type=float, default=5.0)
     ap.add_argument("--lease-ms", type=int, default=5000)
+    ap.add_argument("--no-merge", action="store_true",
+                    help="apply the stream entry by entry (no backlog merging)")
     ap.add_argument("--prefix", default="robot")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)

@@ -36,13 +36,14 @@ def decoded(items):
 
 def test_entry_round_trip_with_every_item_kind():
     items = [b"\x01\x02", (GROUP, [b"a", b"b"]), (KEYED, b"c", "rk"),
-             (EXCLUDE, b"d", None, "node-1", "sid-1")]
+             (EXCLUDE, b"d", None, "node-1", "sid-1"),
+             (GROUP, [b"e", b"f"], [("node-1", "sid-2"), None])]  # exclude= inside atomic()
     fields = encode_entry("host:1:abc", 42, items)
     wire = {k.encode(): (v if isinstance(v, bytes) else str(v).encode())
             for k, v in fields.items()}  # what redis-py hands back: all bytes
     e = decode_entry(wire)
     assert (e.producer, e.seq, e.items) == ("host:1:abc", 42, items)
-    assert [item_ops(it) for it in items] == [1, 2, 1, 1]
+    assert [item_ops(it) for it in items] == [1, 2, 1, 1, 2]
 
 
 @pytest.mark.parametrize("fields", [
@@ -185,3 +186,36 @@ def test_vuer_sync_imports_and_serves_without_the_redis_package(tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert r.returncode == 0, r.stdout
     assert "IMPORT-ERROR" in r.stdout and "vuer-sync[fleet]" in r.stdout, r.stdout
+
+
+def test_a_backlog_merges_across_entries_but_never_across_barriers():
+    from vuer_sync.fleet.batcher import merge_backlog
+
+    def upd(key, **props):
+        return enc("UPDATE", nodes=[{"key": key, **props}])[0]
+
+    rm = enc("REMOVE", keys=["a"])[0]
+    batches = [[upd("a", x=1)], [upd("a", x=2, y=0), upd("b", x=5)],  # merge: a, b
+               [rm], [upd("a", x=3)],  # not across the REMOVE
+               [(GROUP, [upd("a", x=4)])], [upd("a", x=5)],  # nor a group
+               [(EXCLUDE, upd("a", x=6), None, "n", "s")], [upd("a", x=7)]]  # nor an exclude
+    items, merged = merge_backlog(batches)
+    assert merged == 1
+    assert decoded(items) == [
+        {"etype": "UPDATE", "data": {"nodes": [{"key": "a", "x": 2, "y": 0}]}},
+        {"etype": "UPDATE", "data": {"nodes": [{"key": "b", "x": 5}]}},
+        {"etype": "REMOVE", "data": {"keys": ["a"]}},
+        {"etype": "UPDATE", "data": {"nodes": [{"key": "a", "x": 3}]}},
+        [{"etype": "UPDATE", "data": {"nodes": [{"key": "a", "x": 4}]}}],
+        {"etype": "UPDATE", "data": {"nodes": [{"key": "a", "x": 5}]}},
+        ({"etype": "UPDATE", "data": {"nodes": [{"key": "a", "x": 6}]}}, None),
+        {"etype": "UPDATE", "data": {"nodes": [{"key": "a", "x": 7}]}}]
+
+
+def test_fleet_objects_live_in_their_own_module_and_old_imports_work():
+    import vuer_sync
+    from vuer_sync.server import fleet_api, shared
+
+    assert vuer_sync.Fleet is fleet_api.Fleet is shared.Fleet
+    assert shared.FleetSession is fleet_api.FleetSession
+    assert fleet_api.Fleet.__module__ == "vuer_sync.server.fleet_api"

@@ -132,7 +132,7 @@ def test_the_documented_acl_rules_are_enough_for_a_node(redis_server, no_thread_
     url = f"redis://vuer:pw-0123456789@127.0.0.1:{redis_server.port}/0"
     app = Vuer(port=0, fleet=url, room="lab")
     app.fleet.snapshot_interval = 0.05
-    with app, Fleet(url, room="lab") as robot:
+    with app, Fleet(url, room="lab", snapshots=False) as robot:  # the node takes the lease
         robot.upsert @ Box(key="a", position=[1, 2, 3])
         robot.flush(5)
         app.fleet.sync(5)
@@ -230,3 +230,52 @@ def test_a_call_on_a_client_of_a_node_killed_with_9_ends_promptly(redis_server):
                 ws.close()
     finally:
         fleet.close()
+
+
+def test_a_reseed_goes_before_what_was_published_since_and_applies_it_once(redis_server,
+                                                                          no_thread_leak):
+    """Redis lost the room; a robot published into the empty room before any node re-seeded
+    it. The seed (a SET of a node's scene) must not overwrite those operations: it goes first
+    and they are applied after it, exactly once (an ADD the seeder had applied already is
+    not added twice)."""
+    from vuer_sync.fleet.link import FleetLink, connect
+    from vuer_sync.server.fleet_api import MirrorSink
+
+    r = redis_server.client()
+    keys = RoomKeys("lab")
+    with Fleet(redis_server.url, room="lab", snapshots=False) as robot:
+        robot.add(Box(key="fresh", position=[1, 0, 0]))  # the room is empty: no epoch
+        robot.flush(5)
+        robot.add(Box(key="fresh2", position=[2, 0, 0]))
+        robot.flush(5)
+        producer = robot.link.node_id
+    assert r.get(keys.epoch) is None and r.xlen(keys.log) == 2
+
+    def seeder(applied):  # a node whose scene is the room before Redis lost it
+        link = FleetLink(redis_server.url, room="lab")
+        link.sink = MirrorSink()
+        link.sink.fleet_apply([Vuer(port=0).scene.fleet_snapshot()])  # an empty SET
+        from vuer_sync import codec
+        link.sink.fleet_apply([codec.encode({"etype": "UPSERT", "data": {"nodes": [
+            {"key": "before", "tag": "Box", "position": [9, 0, 0]}], "to": None}})])
+        if applied:  # it had applied the robot's first entry, "fresh"
+            link.sink.fleet_apply([codec.encode({"etype": "ADD", "data": {"nodes": [
+                {"key": "fresh", "tag": "Box", "position": [1, 0, 0]}], "to": None}})])
+            link._seen = {producer: 1}
+        link._redis = connect(redis_server.url)
+        return link
+
+    link = seeder(applied=True)
+    try:
+        assert link._reseed(b"token-1")
+        assert not seeder(applied=False)._reseed(b"token-2")  # once: the epoch is back
+    finally:
+        link._redis.close()
+    assert r.get(keys.epoch) == b"token-1"
+    entries = r.xrange(keys.log)
+    assert len(entries) == 3 and b"seed" in entries[0][1], entries  # the seed goes first
+    with Vuer(port=0, fleet=redis_server.url, room="lab") as late:
+        kids = [c["key"] for c in late.scene.snapshot()["children"]]
+        assert sorted(kids) == ["before", "fresh", "fresh2"], kids  # fresh once, none lost
+        assert late.fleet.stats["duplicates"] == 1, late.fleet.stats
+    r.close()

@@ -141,7 +141,9 @@ def dump(p: Proc) -> Dict[str, Any]:
 def test_three_nodes_and_a_robot_converge_in_one_order(fleet, redis_server):
     seed = random.randrange(1 << 30)
     why = f"random seed {seed} (node.py produce)"
-    nodes = [fleet.node("--snapshot-every", "5", "--snapshot-interval", "0.2")
+    # entry by entry: every node records every message, so their orders compare as they are
+    # (with backlog merging, a node that fell behind records merged ones; test_fleet_backlog)
+    nodes = [fleet.node("--snapshot-every", "5", "--snapshot-interval", "0.2", "--no-merge")
              for _ in range(3)]
     nodes[0].ask("set", "SET")
     robot = fleet.publisher("robot", 400, seed)  # concurrently with the three nodes
@@ -198,3 +200,61 @@ def test_a_raw_client_on_node_b_sees_what_node_a_publishes(fleet):
         assert got is not None and got["position"] == [7.0, 0, 0], got
     finally:
         ws.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_churn_of_nodes_publishers_and_clients_leaves_levels_flat(fleet, redis_server):
+    """A long-lived node while other node processes, publishers and clients join and leave
+    (bounded: 1 warm-up + 4 measured rounds): its threads, fds and RSS stay flat, and so do
+    this process's (publishers and clients)."""
+    from vuer_sync import Fleet
+    from vuer_sync.schemas import Box
+
+    a = fleet.node("--lease-ms", "600")
+
+    def levels():
+        return json.loads(a.ask("proc", "PROC"))
+
+    def here():
+        return threading.active_count(), len(os.listdir("/proc/self/fd"))
+
+    def round_(i):
+        b = fleet.node("--lease-ms", "600")
+        clients = [raw_client(a.port) for _ in range(3)] + [raw_client(b.port)]
+        try:
+            with Fleet(redis_server.url, room="procs") as robot:
+                robot.upsert @ Box(key=f"k{i % 3}", position=[i, 0, 0])
+                robot.flush(5)
+            b.ask(f"upsert b{i % 3} {i}", "UPSERTED")
+            a.ask("sync", "SYNCED")
+            assert levels()["sessions"] == 3
+        finally:
+            for ws in clients:
+                ws.close()
+            b.stop()
+            fleet.procs.remove(b)
+
+    for i in range(1):  # warm-up: imports, pools, caches
+        round_(i)
+    settled = lambda base: lambda: (levels()["sessions"] == 0  # noqa: E731
+                                    and levels()["threads"] <= base["threads"]
+                                    and levels()["fds"] <= base["fds"])
+    assert wait_until_true(lambda: levels()["sessions"] == 0, 10)
+    base, base_here = levels(), here()
+    for i in range(1, 5):
+        round_(i)
+    assert wait_until_true(settled(base), 10), (levels(), base)
+    end = levels()
+    print("churn levels of the long-lived node: before", base, "after", end)
+    assert end["rss_kb"] <= base["rss_kb"] + 8 * 1024, (end, base)  # flat: no per-round growth
+    assert wait_until_true(lambda: here()[0] <= base_here[0] and here()[1] <= base_here[1],
+                           10), (here(), base_here)
+
+
+def wait_until_true(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False

@@ -24,3 +24,24 @@ def test_bench_rtc_smoke(tmp_path):
         assert row["ours"]["edit_commit"]["ops"] > 0 and row["ours"]["receive"]["ops"] > 0
     assert data["memory"]["ours_bytes_per_node_compacted"] > 0
     assert "edit+commit" in proc.stdout
+
+
+def test_bench_rtc_relay_rows_smoke(tmp_path):
+    """The durable relay rows (``--relay``) run end to end on a real redis-server, tiny."""
+    from fleet.fleet_redis import RedisServer, need_redis
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_rtc
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    srv = RedisServer(need_redis(), tmp_path).start()
+    try:
+        edits = bench_rtc.bench_relay_edits(srv.url, per_client=5, reps=1, in_process=True)
+        late = bench_rtc.bench_late_join(srv.url, entries=300, nodes=20)
+    finally:
+        srv.stop()
+    for mode in ("one_process", "two_nodes_redis"):
+        assert edits[mode]["median_per_s"] > 0 and len(edits[mode]["runs"]) == 1
+    assert late["snapshots_loaded"] == 1 and late["tail_applied"] < 300
+    assert 0 < late["client_join_s"] and 0 < late["node_start_and_client_join_s"]

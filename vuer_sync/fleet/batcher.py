@@ -28,7 +28,7 @@ from .. import codec
 from ..coalesce import CoalesceKey, MergeInfo, MessageCoalescing, NodeProps, merge_info
 from .entry import EXCLUDE, GROUP, KEYED, Item, encode_entry, item_ops, item_size
 
-__all__ = ["Batcher", "split_batches"]
+__all__ = ["Batcher", "merge_backlog", "split_batches"]
 
 _POLICY = MessageCoalescing(codec.encode, codec.unpack)
 
@@ -113,16 +113,22 @@ class Batcher:
         self._open[key] = w
         self._items.append(w)
 
-    def add_group(self, payloads: List[Any]) -> None:
+    def add_group(self, payloads: List[Any],
+                  excludes: Optional[List[Optional[Tuple[str, str]]]] = None) -> None:
         """Queue an ``atomic()`` group: its messages stay back to back, nothing merges into
-        or across it."""
+        or across it. ``excludes``: per message, ``None`` or the ``(node, session id)`` not
+        to send it to."""
         if not payloads:
             return
         self.accepted += len(payloads)
         self.stats["ops"] += len(payloads)
         self.nbytes += sum(len(p) for p in payloads)
         self._barrier()
-        self._items.append((GROUP, [bytes(p) for p in payloads]))
+        data = [bytes(p) for p in payloads]
+        if excludes is not None and any(ex is not None for ex in excludes):
+            self._items.append((GROUP, data, list(excludes)))
+        else:
+            self._items.append((GROUP, data))
 
     def take(self) -> List[Item]:
         """Everything waiting, as stream items, in order; the batcher is empty after."""
@@ -133,6 +139,33 @@ class Batcher:
         out = [w.item() if isinstance(w, _Waiting) else w for w in items]
         self.stats["items"] += len(out)
         return out
+
+
+def merge_backlog(batches: List[List[Item]]) -> Tuple[List[Item], int]:
+    """Several stream entries' items (a consumer's backlog, in stream order) as one list,
+    coalesced by the same rules as a producer's: latest wins per node and property, never
+    across ``SET``/``ADD``/``REMOVE``, an ``atomic()`` group or a message with an excluded
+    session. Returns the items and how many messages were merged away.
+
+    >>> from vuer_sync import codec
+    >>> def update(key, x):
+    ...     return codec.encode({"etype": "UPDATE", "data": {"nodes": [{"key": key, "x": x}]}})
+    >>> items, merged = merge_backlog([[update("a", 1)], [update("a", 2), update("b", 0)]])
+    >>> merged, [codec.unpack(p)["data"]["nodes"] for p in items]
+    (1, [[{'key': 'a', 'x': 2}], [{'key': 'b', 'x': 0}]])
+    """
+    b = Batcher()
+    for items in batches:
+        for it in items:
+            if isinstance(it, bytes):
+                b.add(it, None)
+            elif it[0] == GROUP:
+                b.add_group(it[1], it[2] if len(it) > 2 else None)
+            elif it[0] == KEYED:
+                b.add(it[1], None, it[2])
+            else:
+                b.add(it[1], None, it[2], exclude=(it[3], it[4]))
+    return b.take(), b.stats["coalesced"]
 
 
 def split_batches(items: List[Item], producer: str, first_seq: int,

@@ -11,10 +11,14 @@ a websocket client receives), written by one producer, numbered per producer. It
 - ``m``: the batch, msgpack: a list of items, each one of
 
   - ``bytes``: one encoded message;
-  - ``[1, [bytes, ...]]``: an ``atomic()`` group, delivered back to back;
+  - ``[1, [bytes, ...]]``: an ``atomic()`` group, delivered back to back; with a third
+    element, ``[1, [bytes, ...], [ex, ...]]``, each message's ``ex`` is nil or the
+    ``[node, sid]`` of a session not to send it to (``exclude=`` inside ``atomic()``);
   - ``[2, bytes, key]``: one message with a ``redundancy_key`` (``key``);
   - ``[3, bytes, key, node, sid]``: one message not to be sent to the session ``sid`` of
-    the node ``node`` (``app.broadcast(event, exclude=session)``; ``key`` may be nil).
+    the node ``node`` (``app.broadcast(event, exclude=session)``; ``key`` may be nil);
+- ``seed`` (only in the entry that re-seeds a room Redis lost): the producer sequence
+  numbers, msgpack, that the entry's one message (a ``SET`` of a node's scene) reflects.
 
 >>> e = encode_entry("node-a", 7, [b"\\x81\\xa1a\\x01", (GROUP, [b"x", b"y"])])
 >>> sorted(e)
@@ -42,7 +46,8 @@ GROUP = 1  # item kind: an atomic() group
 KEYED = 2  # item kind: a message with a redundancy key
 EXCLUDE = 3  # item kind: a message not for one session of one node
 
-# bytes | (GROUP, [bytes, ...]) | (KEYED, bytes, key) | (EXCLUDE, bytes, key, node, sid)
+# bytes | (GROUP, [bytes, ...]) | (GROUP, [bytes, ...], [None | (node, sid), ...])
+# | (KEYED, bytes, key) | (EXCLUDE, bytes, key, node, sid)
 Item = Union[bytes, Tuple[Any, ...]]
 
 _ROOM = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,128}$")
@@ -71,7 +76,7 @@ class RoomKeys:
 'vuer_sync:{lab}:nodes')
     """
 
-    __slots__ = ("epoch", "leader", "log", "nodes", "prefix", "room", "snapshot")
+    __slots__ = ("epoch", "leader", "log", "nodes", "prefix", "room", "snapshot", "token")
 
     def __init__(self, room: str):
         self.room = check_room(room)
@@ -81,6 +86,7 @@ class RoomKeys:
         self.leader = f"{self.prefix}:leader"  # the snapshot writer's lease (SET NX PX)
         self.nodes = f"{self.prefix}:nodes"  # set: the ids of the nodes that heartbeat
         self.epoch = f"{self.prefix}:epoch"  # a token: gone when Redis lost the room
+        self.token = f"{self.prefix}:token"  # the browser-facing token every node requires
 
     def inbox(self, node_id: str) -> str:
         """The stream of requests for one node (calls on the sessions connected to it)."""
@@ -115,7 +121,10 @@ def encode_entry(producer: str, seq: int, items: List[Item]) -> Dict[str, Any]:
         if isinstance(it, bytes):
             wire.append(it)
         elif it[0] == GROUP:
-            wire.append([GROUP, [bytes(p) for p in it[1]]])
+            group: List[Any] = [GROUP, [bytes(p) for p in it[1]]]
+            if len(it) > 2 and any(ex is not None for ex in it[2]):
+                group.append([None if ex is None else list(ex) for ex in it[2]])
+            wire.append(group)
         else:
             wire.append([it[0], bytes(it[1]), *it[2:]])
     return {"v": FORMAT, "p": producer, "s": seq,
@@ -146,8 +155,12 @@ def decode_entry(fields: Mapping[Any, Any]) -> Entry:
     for it in msgpack.unpackb(raw, raw=False, use_list=True):
         if isinstance(it, bytes):
             items.append(it)
-        elif isinstance(it, list) and it and it[0] == GROUP:
+        elif isinstance(it, list) and len(it) == 2 and it[0] == GROUP:
             items.append((GROUP, list(it[1])))
+        elif isinstance(it, list) and len(it) == 3 and it[0] == GROUP \
+                and len(it[2]) == len(it[1]):
+            items.append((GROUP, list(it[1]), [None if ex is None else (ex[0], ex[1])
+                                                for ex in it[2]]))
         elif isinstance(it, list) and len(it) == 3 and it[0] == KEYED:
             items.append((KEYED, it[1], it[2]))
         elif isinstance(it, list) and len(it) == 5 and it[0] == EXCLUDE:

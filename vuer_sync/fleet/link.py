@@ -33,10 +33,11 @@ import msgpack
 
 from ..coalesce import MergeInfo
 from ..errors import SessionClosed
-from .batcher import Batcher, split_batches
+from .batcher import Batcher, merge_backlog, split_batches
 from .entry import Item, RoomKeys, decode_entry, item_ops
 from .presence import Presence
 from .remote import RemoteCalls
+from .room import SharedToken, reseed
 
 logger = logging.getLogger("vuer_sync.fleet")
 
@@ -89,17 +90,17 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def connect(url: str) -> Any:
+def connect(url: str, timeout: float = 30.0) -> Any:
     """A ``redis.Redis`` client for ``url`` (``redis://``, ``rediss://`` for TLS, a password
-    in the URL). ``ImportError`` with the install command if the ``redis`` package is
-    missing."""
+    in the URL); ``timeout``: for one command's answer (and, at most 5 s, to connect).
+    ``ImportError`` with the install command if the ``redis`` package is missing."""
     try:
         import redis
     except ImportError:
         raise ImportError("the fleet needs the redis client: pip install 'vuer-sync[fleet]'"
                           ) from None
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
-                                health_check_interval=30)
+    return redis.Redis.from_url(url, socket_connect_timeout=min(5.0, timeout),
+                                socket_timeout=timeout, health_check_interval=30)
 
 
 def _redis_error() -> Any:
@@ -140,7 +141,15 @@ class FleetLink:
         self.max_buffer_bytes = int(max_buffer_bytes)
         self.buffer_timeout = float(buffer_timeout)
         self._inflight = 0  # bytes handed to Redis, not yet acknowledged
+        #: producers write to Redis themselves when the link is idle (``publish``)
+        self.direct = True
+        self._sending = False  # a writer (the thread or a producer) has a job in flight
+        self._handover: Optional[Tuple[List[Item], int, List[Any]]] = None
+        self._write_s = 0.0  # how long a write takes (moving average)
+        self._last_write_end = 0.0
         self._redis: Any = None
+        self._direct_redis: Any = None
+        self._direct_ok = True
         self._cv = threading.Condition()  # the batcher, acknowledgements
         self._batcher = Batcher()
         self._acked = 0
@@ -164,8 +173,17 @@ class FleetLink:
         self._counts: Dict[str, int] = {
             "published": 0, "entries": 0, "publish_errors": 0, "applied_entries": 0,
             "applied_ops": 0, "duplicates": 0, "bad_entries": 0, "snapshots_written": 0,
-            "snapshots_loaded": 0, "resyncs": 0, "blocked": 0, "lost": 0, "reseeds": 0}
+            "snapshots_loaded": 0, "resyncs": 0, "blocked": 0, "lost": 0, "reseeds": 0,
+            "backlog_coalesced": 0, "direct": 0}
         self._epoch: Optional[bytes] = None
+        #: a node behind the stream merges the entries it reads at once before applying
+        #: them (``False``: entry by entry, every message as published)
+        self.merge_backlog = True
+        #: this node heartbeats its presence (a node serving clients; a publisher-only
+        #: process that keeps a scene only for the snapshots does not)
+        self.presence = True
+        #: the browser-facing token the room's nodes share (:class:`~.room.SharedToken`)
+        self.room_token = SharedToken(self.keys, self.node_id)
 
     # -- producers ------------------------------------------------------------------------
 
@@ -173,18 +191,95 @@ class FleetLink:
                 info: Optional[MergeInfo] = None, exclude: Optional[Tuple[str, str]] = None
                 ) -> None:
         """Queue one encoded message for the room (coalesced while Redis is behind).
-        ``exclude``: ``(node id, session id)`` of a client not to send it to."""
+        ``exclude``: ``(node id, session id)`` of a client not to send it to.
+
+        On an idle link (nothing waiting or being written, the last write long enough ago:
+        see ``direct``), the calling thread writes the entry itself, one round trip, instead
+        of waking the publisher thread; under load, calls only queue."""
         with self._cv:
             self._room_for(len(payload))
             self._batcher.add(payload, msg, rkey, info, exclude)
-            self._cv.notify_all()
+            if self._take_direct():
+                job = self._take_job()
+            else:
+                self._cv.notify_all()
+                return
+        self._send_direct(job)
 
-    def publish_group(self, payloads: List[Any]) -> None:
-        """Queue an ``atomic()`` group: one item, delivered back to back everywhere."""
+    def publish_group(self, payloads: List[Any],
+                      excludes: Optional[List[Optional[Tuple[str, str]]]] = None) -> None:
+        """Queue an ``atomic()`` group: one item, delivered back to back everywhere.
+        ``excludes``: per message, ``None`` or the ``(node id, session id)`` of a client not
+        to send it to."""
         with self._cv:
             self._room_for(sum(len(p) for p in payloads))
-            self._batcher.add_group(payloads)
+            self._batcher.add_group(payloads, excludes)
             self._cv.notify_all()
+
+    def _take_direct(self) -> bool:
+        """(Under the lock.) May the producer write what it just queued itself? Only when
+        the link is idle: one item waiting, nothing being written, not closing, and the last
+        write ended at least ``4 *`` its duration ago (so a producer spends at most about a
+        fifth of its time in direct writes; faster callers are batched by the thread)."""
+        if not self.direct or not self._direct_ok or self._sending or self._closing \
+                or len(self._batcher) != 1 or not self._threads:
+            return False
+        return time.monotonic() - self._last_write_end >= 4.0 * self._write_s
+
+    def _take_job(self) -> Tuple[List[Item], int]:
+        """(Under the lock.) Take what waits for a writer; the caller is the writer now."""
+        self._sending = True
+        self._inflight = self._batcher.nbytes
+        items = self._batcher.take()
+        return items, self._batcher.accepted
+
+    def _send_direct(self, job: Tuple[List[Item], int]) -> None:
+        """Write one job from the producer's thread: one attempt; if Redis does not answer,
+        the publisher thread takes the job over (and retries, as for its own)."""
+        items, upto = job
+        entries = split_batches(items, self.node_id, self._seq + 1, self.max_entry_bytes)
+        self._seq = entries[-1][0]
+        t0 = time.monotonic()
+        try:
+            ids: Optional[List[str]]
+            if len(entries) == 1:  # the usual case: no pipeline object
+                ids = [_text(self._direct_redis.xadd(self.keys.log, entries[0][1]))]
+            else:
+                pipe = self._direct_redis.pipeline(transaction=False)
+                for _, fields, _ in entries:
+                    pipe.xadd(self.keys.log, fields)
+                ids = [_text(i) for i in pipe.execute()]
+        except _redis_error() as e:
+            logger.debug("fleet: direct publish failed (%s); the publisher thread retries", e)
+            with self._cv:
+                self._direct_ok = False  # until the thread's own write goes through
+                self._counts["publish_errors"] += 1
+                self._handover = (items, upto, entries)
+                self._cv.notify_all()
+            return
+        self._write_s = 0.8 * self._write_s + 0.2 * (time.monotonic() - t0)
+        with self._cv:
+            self._counts["direct"] += 1
+            self._done(items, upto, entries, ids)
+
+    def _done(self, items: List[Item], upto: int,
+              entries: List[Tuple[int, Dict[str, Any], int]], ids: Optional[List[str]]
+              ) -> None:
+        """(Under the lock.) A job was acknowledged (``ids``) or given up on (``None``)."""
+        if ids is not None:
+            self._last_acked = ids[-1]
+            self._counts["entries"] += len(ids)
+            self._counts["published"] += sum(n for _, _, n in entries)
+        else:
+            lost = sum(item_ops(it) for it in items)
+            self._counts["lost"] += lost
+            logger.error("fleet: %d operation(s) not published (Redis unreachable "
+                         "while closing)", lost)
+        self._acked = upto  # given up on or acknowledged: flush() stops waiting
+        self._inflight = 0
+        self._sending = False
+        self._last_write_end = time.monotonic()
+        self._cv.notify_all()
 
     def _room_for(self, nbytes: int) -> None:
         """(Under the lock.) Wait while the buffer is over budget; ``FleetUnavailable``
@@ -276,7 +371,7 @@ class FleetLink:
     def session(self, sid: str) -> Any:
         """A proxy on the client ``sid`` of the room, whichever node it is connected to:
         ``send``/``@`` operations, ``rpc()``, ``grab_render()``, ``get_render()``,
-        ``flush()`` (see :class:`vuer_sync.server.shared.FleetSession`)."""
+        ``flush()`` (see :class:`vuer_sync.server.fleet_api.FleetSession`)."""
         if self.session_factory is None:
             raise RuntimeError("no session proxies on this link")
         return self.session_factory(self, sid)
@@ -313,7 +408,7 @@ class FleetLink:
         return self.sink.fleet_sessions() if self.sink is not None else []
 
     def _heartbeat(self) -> None:
-        if self.sink is None:
+        if self.sink is None or not self.presence:
             return
         try:
             self._presence.write(self._redis)
@@ -340,8 +435,9 @@ class FleetLink:
         acknowledged), ``entries`` (stream entries written), ``pending`` (ops not yet
         acknowledged) and ``buffered_bytes``, ``blocked`` (producer calls that waited for
         the buffer), ``lost`` (dropped: Redis unreachable while closing),
-        ``applied_entries``/``applied_ops``, ``duplicates`` (entries applied
-        once already), ``snapshots_written``/``snapshots_loaded``, ``resyncs``."""
+        ``applied_entries``/``applied_ops``, ``backlog_coalesced`` (messages merged away
+        because this node read several entries at once: it was behind), ``duplicates``
+        (entries applied once already), ``snapshots_written``/``snapshots_loaded``, ``resyncs``."""
         with self._cv:
             st: Dict[str, Any] = dict(self._counts)
             st["ops"] = self._batcher.stats["ops"]
@@ -360,15 +456,25 @@ class FleetLink:
         if self.started:
             return self
         self._redis = connect(self.url)
+        # direct writes from a producer's thread: a short timeout, so a hung Redis costs a
+        # producer at most that once (the thread then retries: the entry keeps its number)
+        self._direct_redis = connect(self.url, timeout=0.25)
+        self._direct_ok = True
         try:
             self._redis.ping()
+            self.room_token.sync(self._redis, at_start=True)
             if self.sink is not None:
                 self._catch_up()
                 self._check_epoch()
         except _redis_error() as e:
             self._redis.close()
+            self._direct_redis.close()
             raise FleetUnavailable(f"fleet: Redis at {safe_url(self.url)} unavailable: {e}"
                                    ) from e
+        except ValueError:
+            self._redis.close()
+            self._direct_redis.close()
+            raise
         self._stop.clear()
         self._presence.ttl_ms = max(1000, int(3500 * self.heartbeat_s))
         self._heartbeat()
@@ -406,7 +512,7 @@ class FleetLink:
         if alive:
             logger.warning("fleet close(): threads still running: %s", alive)
         self._threads = []
-        if self.sink is not None:
+        if self.sink is not None and self.presence:
             try:
                 self._presence.leave(self._redis)
             except _redis_error():
@@ -418,6 +524,7 @@ class FleetLink:
                 pass
             self._leader = False
         self._redis.close()
+        self._direct_redis.close()
 
     def __enter__(self) -> FleetLink:
         return self.start()
@@ -430,35 +537,40 @@ class FleetLink:
     def _publish_loop(self) -> None:
         while True:
             with self._cv:
-                while not len(self._batcher) and not self._presence_dirty \
-                        and not self._closing:
+                while not self._publisher_work():
                     self._cv.wait()
                 dirty, self._presence_dirty = self._presence_dirty, False
-                if not len(self._batcher) and not dirty:
+                handover, self._handover = self._handover, None
+                if handover is not None:
+                    items, upto, entries = handover
+                elif len(self._batcher):
+                    items, upto = self._take_job()
+                    entries = []
+                elif not dirty:
                     return  # closing, everything published
-                self._inflight = self._batcher.nbytes
-                items = self._batcher.take()
-                upto = self._batcher.accepted
+                else:
+                    items = []
             if dirty:
                 self._heartbeat()
             if not items:
                 continue
-            entries = split_batches(items, self.node_id, self._seq + 1, self.max_entry_bytes)
-            self._seq = entries[-1][0]
+            if not entries:
+                entries = split_batches(items, self.node_id, self._seq + 1,
+                                        self.max_entry_bytes)
+                self._seq = entries[-1][0]
+            t0 = time.monotonic()
             ids = self._send(entries)
             with self._cv:
                 if ids is not None:
-                    self._last_acked = ids[-1]
-                    self._counts["entries"] += len(ids)
-                    self._counts["published"] += sum(n for _, _, n in entries)
-                else:
-                    lost = sum(item_ops(it) for it in items)
-                    self._counts["lost"] += lost
-                    logger.error("fleet: %d operation(s) not published (Redis unreachable "
-                                 "while closing)", lost)
-                self._acked = upto  # given up on or acknowledged: flush() stops waiting
-                self._inflight = 0
-                self._cv.notify_all()
+                    self._write_s = 0.8 * self._write_s + 0.2 * (time.monotonic() - t0)
+                    self._direct_ok = True
+                self._done(items, upto, entries, ids)
+
+    def _publisher_work(self) -> bool:
+        """(Under the lock.) Has the publisher thread something to do: a job a producer
+        handed over, or (when no producer is writing) operations, a heartbeat, closing."""
+        return self._handover is not None or (not self._sending and (
+            bool(len(self._batcher)) or self._presence_dirty or self._closing))
 
     def _send(self, entries: List[Tuple[int, Dict[str, Any], int]]) -> Optional[List[str]]:
         """XADD the entries in one pipeline, retrying while Redis is unreachable (a retry may
@@ -493,10 +605,13 @@ class FleetLink:
                 self._set_applied(_text(snap[b"id"]))
                 self._counts["snapshots_loaded"] += 1
             for _ in range(1_000_000):  # bounded: the stream's tail, 1000 entries per read
-                entries = r.xrange(self.keys.log, min=f"({self._applied_id}", count=1000)
+                pipe = r.pipeline(transaction=False)
+                pipe.xrange(self.keys.log, min=f"({self._applied_id}", count=1000)
+                pipe.hget(self.keys.snapshot, "trimmed")
+                entries, trimmed = pipe.execute()
                 if not entries:
                     return
-                if not self._apply_checked(entries):
+                if not self._apply_checked(entries, trimmed):
                     break
         logger.error("fleet: the room's stream kept being trimmed past this node")
 
@@ -505,12 +620,12 @@ class FleetLink:
         assert self.sink is not None
         return self.sink.fleet_call(sid, op, payload, args, timeout)
 
-    def _apply_checked(self, entries: List[Any]) -> bool:
+    def _apply_checked(self, entries: List[Any], trimmed: Any) -> bool:
         """Apply entries read after :attr:`applied_id`, unless the stream was trimmed past
-        it (entries may be missing in between): then ``False``, nothing applied. The
-        snapshot writer sets the ``trimmed`` mark before it trims (one transaction), so a
-        read that raced a trim sees the mark."""
-        trimmed = self._redis.hget(self.keys.snapshot, "trimmed")
+        it (entries may be missing in between): then ``False``, nothing applied.
+        ``trimmed``: the snapshot's ``trimmed`` mark, read in the same pipeline right after
+        the entries (no round trip of its own). The snapshot writer sets the mark before it
+        trims (one transaction), so a read that raced a trim sees the mark."""
         if trimmed and stream_id(self._applied_id) < stream_id(trimmed):
             return False
         self._apply_entries(entries)
@@ -522,13 +637,16 @@ class FleetLink:
         delay = 0.05
         while not self._stop.is_set():
             try:
-                resp = self._redis.xread({self.keys.log: self._applied_id,
-                                          self._remote.inbox: self._remote.last_id},
-                                         count=500, block=self.block_ms)
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.xread({self.keys.log: self._applied_id,
+                            self._remote.inbox: self._remote.last_id},
+                           count=500, block=self.block_ms)
+                pipe.hget(self.keys.snapshot, "trimmed")  # runs when XREAD returns
+                resp, trimmed = pipe.execute()
                 for name, entries in (resp.items() if isinstance(resp, dict) else resp or []):
                     if _text(name) == self._remote.inbox:
                         self._remote.handle(self._redis, entries, self._execute)
-                    elif not self._apply_checked(entries):
+                    elif not self._apply_checked(entries, trimmed):
                         logger.warning("fleet: this node fell behind the trimmed stream; "
                                        "reloading the room")
                         self._counts["resyncs"] += 1
@@ -549,29 +667,58 @@ class FleetLink:
                 delay = min(delay * 2, 1.0)
 
     def _apply_entries(self, entries: List[Any]) -> None:
+        """Apply entries read from the stream, in order. Several new entries at once (this
+        node is behind) are merged first (:func:`~vuer_sync.fleet.batcher.merge_backlog`,
+        counted in ``backlog_coalesced``) and applied, and sent to the clients, as one. A
+        re-seed entry (:meth:`_reseed`) replaces the scene and the sequence numbers."""
         assert self.sink is not None
         last = None
+        fresh: List[List[Item]] = []
         for eid, fields in entries:
             last = _text(eid)
             try:
                 entry = decode_entry(fields)
+                seed = fields.get(b"seed")
+                seqs = None if seed is None else msgpack.unpackb(seed, raw=False)
             except (ValueError, TypeError, msgpack.UnpackException) as e:
                 self._counts["bad_entries"] += 1
                 logger.warning("fleet: entry %s skipped: %s", last, e)
+                continue
+            if seqs is not None:
+                self._apply_fresh(fresh, last)
+                fresh = []
+                self.sink.fleet_load(bytes(entry.items[0]))
+                self._seen = dict(seqs)
+                self._seen[entry.producer] = entry.seq
+                self._counts["snapshots_loaded"] += 1
                 continue
             if entry.seq <= self._seen.get(entry.producer, 0):
                 self._counts["duplicates"] += 1
                 continue
             self._seen[entry.producer] = entry.seq
-            try:
-                self.sink.fleet_apply(entry.items)
-            except Exception:
-                logger.exception("fleet: applying entry %s failed", last)
-            self._counts["applied_entries"] += 1
-            self._counts["applied_ops"] += sum(item_ops(it) for it in entry.items)
-            self._since_snapshot += 1
+            fresh.append(entry.items)
+        self._apply_fresh(fresh, last)
         if last is not None:
             self._set_applied(last)
+
+    def _apply_fresh(self, fresh: List[List[Item]], last: Optional[str]) -> None:
+        if not fresh:
+            return
+        assert self.sink is not None
+        if len(fresh) == 1 or not self.merge_backlog:
+            batches = fresh
+        else:
+            items, merged = merge_backlog(fresh)
+            self._counts["backlog_coalesced"] += merged
+            batches = [items]
+        for items in batches:
+            try:
+                self.sink.fleet_apply(items)
+            except Exception:
+                logger.exception("fleet: applying the entries up to %s failed", last)
+        self._counts["applied_entries"] += len(fresh)
+        self._counts["applied_ops"] += sum(item_ops(it) for b in fresh for it in b)
+        self._since_snapshot += len(fresh)
 
     def _set_applied(self, sid: str) -> None:
         with self._applied:
@@ -583,6 +730,7 @@ class FleetLink:
         r = self._redis
         self._heartbeat()
         self._check_epoch()
+        self.room_token.sync(self._redis)
         if self._leader:
             self._leader = bool(r.eval(_RENEW, 1, self.keys.leader, self.node_id,
                                        self.lease_ms))
@@ -599,25 +747,36 @@ class FleetLink:
 
     def _check_epoch(self) -> None:
         """The room's epoch token is gone: Redis lost the room (restarted empty, flushed).
-        The first node to notice takes a new token and re-seeds the room with its scene
-        (one ``SET`` through the stream); the others adopt the new token."""
+        The first node to notice re-seeds the room with its scene (:meth:`_reseed`: one
+        ``SET`` put before anything published since, atomically) and takes a new token;
+        the others adopt the new token."""
         r = self._redis
         cur = r.get(self.keys.epoch)
         if cur is not None and cur == self._epoch:
             return
         if cur is None:
             token = uuid.uuid4().hex.encode()
-            if r.set(self.keys.epoch, token, nx=True):
-                first = self._epoch is None
+            if self._epoch is None or self.sink is None:  # a new room (or nothing to seed)
+                if r.set(self.keys.epoch, token, nx=True):
+                    self._epoch = token
+                    return
+            elif self._reseed(token):
                 self._epoch = token
-                if not first and self.sink is not None:
-                    logger.warning("fleet: Redis lost room %r (restarted empty?); re-seeding "
-                                   "it from this node's scene", self.room)
-                    self._counts["reseeds"] += 1
-                    self.publish(self.sink.fleet_snapshot(), None)
                 return
             cur = r.get(self.keys.epoch)
         self._epoch = cur
+
+    def _reseed(self, token: bytes) -> bool:
+        """Seed the lost room with this node's scene (:func:`~.room.reseed`) unless another
+        node did; ``True`` if this node did."""
+        assert self.sink is not None
+        sid = reseed(self._redis, self.keys, token, self.sink.fleet_snapshot(), self._seen)
+        if sid is None:
+            return False
+        logger.warning("fleet: Redis lost room %r (restarted empty?); re-seeded it from this "
+                       "node's scene (entry %s)", self.room, sid)
+        self._counts["reseeds"] += 1
+        return True
 
     def _write_snapshot(self) -> None:
         """The scene at the applied id, then the stream trimmed behind the previous one."""

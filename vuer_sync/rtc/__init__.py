@@ -17,7 +17,8 @@ True
 Modules: :mod:`.ops` (op rules), :mod:`.text` (text CRDT), :mod:`.tree` (structure),
 :mod:`.register` (incremental fold with rollback), :mod:`.graph` (replica and low-level
 apply), :mod:`.store` (client store), :mod:`.wire` (messages/envelopes), :mod:`.relay`
-(server core), :mod:`.snapshot`, :mod:`.sessions`.  See ``docs/rtc.md``.
+(server core), :mod:`.journal` (the relay's record order), :mod:`.snapshot`,
+:mod:`.sessions`.  See ``docs/rtc.md``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .graph import (
     apply_operation,
     create_empty_graph,
 )
+from .journal import JournalSink, MemoryJournal, RelayEffects, RelayJournal, apply_record
 from .ops import OTYPES
 from .relay import RelayCore, RelayResult
 from .snapshot import dump_graph, load_graph
@@ -78,7 +80,11 @@ __all__ = [
     "EditBuffer",
     "GraphStore",
     "JournalEntry",
+    "JournalSink",
+    "MemoryJournal",
     "RelayCore",
+    "RelayEffects",
+    "RelayJournal",
     "RelayResult",
     "SceneGraph",
     "SceneNode",
@@ -89,6 +95,7 @@ __all__ = [
     "apply_message_mut",
     "apply_messages",
     "apply_operation",
+    "apply_record",
     "broadcast_envelope",
     "cancel_edits",
     "clone_state",

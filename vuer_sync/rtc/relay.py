@@ -35,7 +35,7 @@ from .common import DEFAULT_UNDO_WINDOW
 from .graph import SceneGraph
 from .ops import META_OTYPES
 from .sessions import SessionTracker
-from .snapshot import dump_graph
+from .snapshot import dump_graph, load_graph
 from .wire import (
     CRDTMessage,
     WireError,
@@ -153,7 +153,14 @@ class RelayCore:
     def compact(self) -> int:
         """Move the final prefix of the tail (in total order) into the baked replica."""
         self._since_compact = 0
-        h = self.stable()
+        return self.bake(self.stable())
+
+    def bake(self, h: Optional[int] = None) -> int:
+        """Move the final prefix of the tail into the baked replica, up to the horizon
+        ``h`` (default: the last announced ``stable``). Unlike :meth:`compact` it never
+        announces a new horizon, so it changes nothing a client can see: a relay that
+        replays a shared journal (one per node) may bake whenever it likes."""
+        h = self.announced if h is None else h
         n = 0
         for key in self._order:
             msg = self.tail[key[2]][1]
@@ -171,15 +178,81 @@ class RelayCore:
     # -- membership ---------------------------------------------------------------------
     def join(self, conn: Optional[Hashable] = None) -> Dict[str, Any]:
         """``state`` envelope for a new client: baked snapshot + tail (server order)."""
-        self.compact()
+        self._since_compact = 0
+        self.bake(self.stable())
+        self._register(conn)
+        return self.state_view()
+
+    def admit(self, conn: Hashable) -> None:
+        """Register ``conn`` exactly as :meth:`join` does (the same horizon), without
+        building the envelope: what a node does for a client that joined another node."""
+        self.stable()
+        self._register(conn)
+
+    def _register(self, conn: Optional[Hashable]) -> None:
         if conn is not None:
             self.conns[conn] = (None, self.max_lt)
+        self.stable()
+
+    def state_view(self) -> Dict[str, Any]:
+        """The ``state`` envelope as it is now (no side effect on the horizon)."""
         journal = [
             to_wire(m, self.spelling) for _, m in sorted(self.tail.values(), key=lambda sm: sm[0])
         ]
-        env = state_envelope(dump_graph(self.baked), journal, self.server_seq, self.stable())
+        env = state_envelope(dump_graph(self.baked), journal, self.server_seq, self.announced)
         env["retired"] = sorted(sid for sid, s in self.sessions.sessions.items() if s.retired)
         return env
+
+    # -- persistence --------------------------------------------------------------------
+    def dump(self) -> Dict[str, Any]:
+        """The whole relay as plain data (msgpack-able; connection ids must be too):
+        :meth:`load` gives a relay that answers every later input exactly as this one.
+
+        >>> from vuer_sync.rtc import create_graph
+        >>> r = RelayCore()
+        >>> a = create_graph("alice", epoch="")
+        >>> a.edit({"otype": "node.insert", "key": "", "path": "children", "value": {"key": "n"}})
+        >>> _ = r.submit(a.commit(), conn="A")
+        >>> r2 = RelayCore.load(r.dump())
+        >>> r2.server_seq, r2.join(conn="B") == r.join(conn="B")
+        (1, True)
+        """
+        self.bake()
+        return {
+            "v": 1,
+            "compact_every": self.compact_every,
+            "spelling": self.spelling,
+            "server_seq": self.server_seq,
+            "max_lt": self.max_lt,
+            "announced": self.announced,
+            "since_compact": self._since_compact,
+            "baked": dump_graph(self.baked),
+            "tail": [[seq, to_wire(m)] for seq, m in sorted(self.tail.values(),
+                                                           key=lambda sm: sm[0])],
+            "metas": [[t, [[list(k), ot, sid] for k, ot, sid in ms]]
+                      for t, ms in self.metas.items()],
+            "conns": [[c, sid, lt] for c, (sid, lt) in self.conns.items()],
+            "sessions": self.sessions.to_dict(),
+        }
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> RelayCore:
+        """Inverse of :meth:`dump`."""
+        if data.get("v") != 1:
+            raise ValueError(f"unsupported relay dump version {data.get('v')!r}")
+        r = cls(compact_every=int(data["compact_every"]), spelling=str(data["spelling"]))
+        r.server_seq, r.max_lt = int(data["server_seq"]), int(data["max_lt"])
+        r.announced, r._since_compact = int(data["announced"]), int(data["since_compact"])
+        r.baked = load_graph(data["baked"])
+        for seq, wire in data["tail"]:
+            m = parse_message(wire)
+            r.tail[m.id] = (int(seq), m)
+            r._order.append(m.key)
+        r._order.sort()
+        r.metas = {t: [(tuple(k), ot, sid) for k, ot, sid in ms] for t, ms in data["metas"]}
+        r.conns = {c: (sid, int(lt)) for c, sid, lt in data["conns"]}
+        r.sessions = SessionTracker.from_dict(data["sessions"])
+        return r
 
     def leave(self, conn: Hashable) -> Optional[Dict[str, Any]]:
         """Forget a connection; returns a ``retire`` envelope to broadcast, if any."""

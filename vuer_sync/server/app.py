@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import secrets
 import ssl
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from flask import Response, request
 
+from .. import lan
 from .._version import __version__
 from ..config import env_bool, env_int, env_str
 from ..errors import SessionClosed
@@ -28,8 +30,21 @@ from .serving import HttpServer, default_max_connections
 from .session import VuerSession
 from .shared import SharedScene
 from .viewer import CurrentViewer
+from .xr import controller_stream, hand_stream
 
 logger = logging.getLogger("vuer_sync.server")
+
+FREE_PORT_IGNORED = ("free_port is ignored: vuer_sync never kills other processes; use "
+                     "port=0 for a free port")
+
+
+def _workspace(workspace: Optional[str], static_root: Optional[str]) -> str:
+    """``workspace=`` (``static_root=``, deprecated, still taken) or ``VUER_WORKSPACE``."""
+    if static_root is not None and workspace is None:
+        warnings.warn("static_root is deprecated; use workspace=", DeprecationWarning,
+                      stacklevel=3)
+        workspace = static_root
+    return workspace if workspace is not None else env_str("VUER_WORKSPACE", ".") or "."
 
 __all__ = ["Vuer"]
 
@@ -78,6 +93,12 @@ class Vuer:
     most threads the event handlers of all sessions run on together. ``fleet``
     (``VUER_SYNC_FLEET``, a ``redis://`` URL) and ``room`` (``VUER_SYNC_ROOM``, default
     ``"default"``): join a fleet, one scene across processes (``docs/fleet.md``).
+    ``rtc_journal`` (``VUER_SYNC_RTC_JOURNAL``): where ``app.rtc`` keeps its relay's
+    journal: ``"memory"``, ``"redis"`` (the fleet's; the default with a fleet) or a
+    ``redis://`` URL (``docs/rtc.md``).
+    ``tls="self-signed"``: HTTPS for a headset on the LAN with a cached self-signed
+    certificate for this machine's addresses, a token made if none is given, the LAN URL
+    and its QR code in the banner (``docs/teleop.md``; ``pip install "vuer-sync[lan]"``).
     """
 
     def __init__(
@@ -115,6 +136,8 @@ class Vuer:
         handler_threads: int = 32,
         fleet: Optional[str] = None,
         room: Optional[str] = None,
+        rtc_journal: Optional[str] = None,
+        tls: Optional[str] = None,
         **unknown: Any,
     ):
         if unknown:
@@ -125,11 +148,7 @@ class Vuer:
         self.key = key if key is not None else env_str("VUER_SSL_KEY")
         self.ca_cert = ca_cert if ca_cert is not None else env_str("VUER_SSL_CA_CERT")
         self.cors = cors if cors is not None else env_str("VUER_CORS", DEFAULT_CORS)
-        if static_root is not None and workspace is None:
-            warnings.warn("static_root is deprecated; use workspace=", DeprecationWarning,
-                          stacklevel=2)
-            workspace = static_root
-        self.workspace = workspace if workspace is not None else env_str("VUER_WORKSPACE", ".")
+        self.workspace = _workspace(workspace, static_root)
         self.queue_len = int(queue_len)
         self.WEBSOCKET_MAX_SIZE = _size_option(WEBSOCKET_MAX_SIZE, "WEBSOCKET_MAX_SIZE")
         self.REQUEST_MAX_SIZE = _size_option(REQUEST_MAX_SIZE, "REQUEST_MAX_SIZE")
@@ -138,6 +157,7 @@ class Vuer:
         self.verbose = verbose if verbose is not None else env_bool("VUER_VERBOSE", False)
         self.queries = dict(queries or {})
         self.token = token if token is not None else env_str("VUER_TOKEN")
+        self._use_tls(tls)  # tls="self-signed": a headset on the LAN (docs/teleop.md)
         self.allowed_origins = [o.strip() for o in allowed_origins if o.strip()]
         self.ping_interval = ping_interval
         self.send_timeout = float(send_timeout)
@@ -145,10 +165,9 @@ class Vuer:
         self.outbox_policy = outbox_policy
         self.outbox_timeout = float(outbox_timeout)
         if free_port:
-            warnings.warn("free_port is ignored: vuer_sync never kills other processes; "
-                          "use port=0 for a free port", stacklevel=2)
+            warnings.warn(FREE_PORT_IGNORED, stacklevel=2)
         self._set_limits(allowed_hosts, header_timeout, init_timeout, max_connections,
-                         inbound_bytes, io_threads, handler_threads)
+                         inbound_bytes, io_threads, handler_threads, rtc_journal, room)
         self._server: Optional[HttpServer] = None
         self._stopped = threading.Event()
         #: internals: what the user registered, and the serving side (sessions, the
@@ -159,15 +178,43 @@ class Vuer:
         self.client_root = http.client_build_dir()
         self.flask = make_flask(self)
         self.scene = SharedScene(self, fleet, room)  # fleet: docs/fleet.md
+        #: the hands and controllers of whichever headset sent last (docs/teleop.md)
+        self.hands = hand_stream()
+        self.controllers = controller_stream()
+
+    def _use_tls(self, tls: Optional[str]) -> None:
+        """``tls="self-signed"``: a cached certificate for the LAN addresses, and a token."""
+        self.tls = tls
+        self.lan_addresses: List[str] = []
+        if tls is None:
+            return
+        if tls != "self-signed":
+            raise ValueError("tls= takes 'self-signed' (for your own certificate: cert=, key=)")
+        if self.cert:
+            raise ValueError("tls='self-signed' makes its own certificate: drop cert=/key=")
+        self.lan_addresses = lan.advertised_addresses(self.host)
+        self.cert, self.key = lan.ensure_certificate(self.lan_addresses)
+        if not self.token:
+            self.token = secrets.token_urlsafe(16)
+
+    @property
+    def lan_urls(self) -> List[str]:
+        """With ``tls="self-signed"``: the URLs (with the token) a headset on the LAN opens."""
+        return [lan.lan_url(a, self.port, self.token) for a in self.lan_addresses]
 
     def _set_limits(self, allowed_hosts: Optional[Sequence[str]], header_timeout: float,
                     init_timeout: Optional[float], max_connections: Optional[int],
                     inbound_bytes: Optional[int], io_threads: int = 1,
-                    handler_threads: int = 32) -> None:
-        """The guards of ``docs/security.md`` and the thread counts (see the class
+                    handler_threads: int = 32, rtc_journal: Optional[str] = None,
+                    room: Optional[str] = None) -> None:
+        """The guards of ``docs/security.md``, the thread counts and ``app.rtc``'s journal
+        (``rtc_journal``; ``room`` names it without a fleet: ``docs/rtc.md``) (see the class
         docstring)."""
         if int(io_threads) < 0 or int(handler_threads) < 1:
             raise ValueError("io_threads must be >= 0 and handler_threads >= 1")
+        self.rtc_journal = rtc_journal if rtc_journal is not None \
+            else env_str("VUER_SYNC_RTC_JOURNAL")
+        self.rtc_room = room if room is not None else env_str("VUER_SYNC_ROOM", "default")
         self.io_threads = int(io_threads)
         self.handler_threads = int(handler_threads)
         if allowed_hosts is None:
@@ -426,6 +473,8 @@ class Vuer:
         :meth:`stop`; ``block=False`` returns as soon as the port is bound."""
         if self._server is None:
             self._stopped.clear()
+            self.hands.reopen()
+            self.controllers.reopen()
             if self.fleet is not None:
                 self.fleet.start()  # the room's scene loaded before anyone is served
             server = HttpServer(self.flask, self.host, self.port, self._ssl_context(),
@@ -455,6 +504,8 @@ class Vuer:
     def stop(self, timeout: float = 1.0) -> None:
         """Close every websocket, stop listening, join our threads, free the port."""
         self.scene.stop_recordings()  # streamed app.scene.record(path=...) files finished
+        if self.connections.rtc_room is not None:
+            self.connections.rtc_room.close(timeout)  # app.rtc's journal (docs/rtc.md)
         if self.fleet is not None:
             self.fleet.close(timeout)
         server, self._server = self._server, None
@@ -470,6 +521,8 @@ class Vuer:
         server.close_connections(max(0.1, deadline - time.monotonic()))
         self.connections.stop_io(max(0.1, deadline - time.monotonic()))
         self.connections.forget_all()
+        self.hands.close()
+        self.controllers.close()
         self._stopped.set()
         alive = [t.name for t in threads if t.is_alive() and t is not threading.current_thread()]
         if alive:
@@ -488,6 +541,9 @@ class Vuer:
             f"Local:   {self.local_url}",
             f"Hosted:  {self.get_url()}",
         ]
+        if self.tls is not None:
+            lines += lan.lan_banner(self.lan_urls, self.port,
+                                    loopback=self.host in ("127.0.0.1", "localhost", "::1"))
         if self.client_root is None:
             lines.append("(web client not installed: pip install 'vuer-sync[viewer]')")
         lines += ["", "Ctrl-C to stop."]

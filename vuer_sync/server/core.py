@@ -297,6 +297,10 @@ class SessionCore:
         woke = self.till.resolve(et, ev)
         if et == "CAMERA_MOVE":
             session.camera.on_move(ev)
+        elif et == "HAND_MOVE":
+            session.hands.on_event(ev)
+        elif et == "CONTROLLER_MOVE":
+            session.controllers.on_event(ev)
         elif et == "RTC":
             self.server.rtc_event(session, ev)
         if self._key_handlers:
@@ -344,6 +348,8 @@ class SessionCore:
                             f"({code} {reason})".strip())
         self.rpc.close(exc)
         self.till.close(exc)
+        self.session.hands.close()  # wait_update() returns None, stream() ends
+        self.session.controllers.close()
 
     def disconnected(self, why: str) -> None:
         """The connection ended (peer close, error or EOF)."""
@@ -355,6 +361,8 @@ class SessionCore:
         exc = SessionClosed(f"session {self.session.id}: {why}")
         self.rpc.close(exc)
         self.till.close(exc)
+        self.session.hands.close()  # wait_update() returns None, stream() ends
+        self.session.controllers.close()
         self.stop_recordings()  # streamed recordings of this session end with it
 
     def stop_recordings(self) -> None:

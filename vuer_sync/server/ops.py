@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .. import codec
 from ..coalesce import MergeInfo, node_merge_info
 from ..events import Add, Remove, ServerEvent, Set, Update, Upsert
+from ..poses import Poses, encode_poses
 from ..schemas import Element, Scene, scene_for_set
 
 __all__ = ["At", "SceneOps", "check_scene", "encode_event", "message_of", "node_message",
@@ -131,6 +132,27 @@ class SceneOps:
 
     def __matmul__(self, event: ServerEvent) -> None:
         self.send(event)
+
+    def poses(self, keys: Sequence[str], position: Any, quaternion: Optional[Any] = None
+              ) -> None:
+        """Move ``len(keys)`` existing nodes at once from columns: one ``UPDATE`` frame,
+        encoded with no Python object per pose (:mod:`vuer_sync.poses`).
+
+        ``position``: ``(N, 3)`` array-like; ``quaternion``: ``(N, 4)`` as ``[x, y, z, w]``
+        (three.js order), or ``None`` to leave rotations as they are. Same bytes on the wire
+        as ``update @ [Box(key=k, position=p, quaternion=q), ...]``, and it coalesces like
+        it when the client is behind (latest pose wins). Sent as float32.
+
+        >>> import numpy as np
+        >>> from vuer_sync import Vuer
+        >>> app = Vuer(port=0)
+        >>> app.scene.poses(["link0", "link1"], np.zeros((2, 3)), np.tile([0, 0, 0, 1.0], (2, 1)))
+        """
+        self._send_poses(encode_poses(keys, position, quaternion))
+
+    def _send_poses(self, poses: Poses) -> None:
+        """Send what :meth:`poses` encoded (targets with a cheaper path override this)."""
+        self._send_node_message(codec.unpack(poses.payload), poses.payload, poses.info)
 
 
 def node_message(etype: str, element: Element) -> Tuple[Dict[str, Any], Any, MergeInfo]:

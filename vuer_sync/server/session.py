@@ -30,11 +30,13 @@ from .._threads import held_group, start_thread
 from ..coalesce import MergeInfo
 from ..errors import SessionClosed
 from ..events import INIT, ClientEvent, GetWebXRMesh, GrabRender, ServerEvent, ServerRPC
+from ..poses import Poses
 from ..rpc import Waiter, wait
 from . import render
 from .core import SessionCore
 from .handles import CameraHandle, NotificationHandle, file_download_js, run_javascript
 from .ops import SceneOps, encode_event, message_of
+from .xr import controller_stream, hand_stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..record import StateSerializer
@@ -72,6 +74,9 @@ class VuerSession(SceneOps):
         host = environ.get("HTTP_HOST") or f"localhost:{app.port}"
         self.base_url = f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
         self.camera = CameraHandle(self)
+        #: the headset's hands and controllers (``docs/teleop.md``), latest-value reads
+        self.hands = hand_stream(app.hands)
+        self.controllers = controller_stream(app.controllers)
         #: the inner interface (:class:`~vuer_sync.server.core.SessionCore`) the server's
         #: own modules use; not part of the API
         self.core = SessionCore(self, app, ws, sid, server)
@@ -97,6 +102,9 @@ class VuerSession(SceneOps):
 
     def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
         self.core.send_encoded(payload, msg, None, info)  # `upsert @ element`: ops.node_message
+
+    def _send_poses(self, poses: Poses) -> None:
+        self.core.send_encoded(poses.payload, None, None, poses.info)  # no map needed
 
     def send_encoded(self, payload: Any, msg: Dict[str, Any]) -> None:
         """Queue an already-encoded frame as it is (``msg``: its map), in order with

@@ -1,10 +1,12 @@
-"""``app.scene``: one scene shared by every client, replayed to clients that join later; and
-:class:`Fleet`, the same operations for a process that only publishes into a fleet room.
+"""``app.scene``: one scene shared by every client, replayed to clients that join later.
 
 With a fleet attached (``Vuer(fleet=...)``, :meth:`SharedScene.use_fleet`), ``app.scene``
 operations go to the room's Redis stream instead of being applied here; the link's consumer
 thread applies every entry of the stream, from every node, in stream order, through the
 same local path (the mirror, the recorders, every local client's outbox).
+:class:`~vuer_sync.server.fleet_api.Fleet` (a publisher-only process) and
+:class:`~vuer_sync.server.fleet_api.FleetSession` live in :mod:`vuer_sync.server.fleet_api`
+(also importable from here).
 """
 
 from __future__ import annotations
@@ -25,17 +27,18 @@ from typing import (
 )
 
 import msgpack
-import numpy as np
 
 from .. import codec
 from .._threads import GroupLocal, held_group
 from ..coalesce import MergeInfo, merge_info
 from ..config import env_str
 from ..errors import SessionClosed
-from ..events import ClientEvent, GrabRender, ServerEvent, ServerRPC, Set
+from ..events import ServerEvent, Set
 from ..fleet.entry import EXCLUDE, GROUP, Item
 from ..fleet.link import FleetLink
+from ..poses import Poses
 from ..scene import SceneMirror
+from .fleet_api import Fleet, FleetSession, run_call
 from .ops import SceneOps, encode_event, message_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .app import Vuer
     from .session import VuerSession
 
-__all__ = ["Fleet", "SharedScene"]
+__all__ = ["Fleet", "FleetSession", "SharedScene"]
 
 
 class SharedScene(SceneOps):
@@ -101,17 +104,37 @@ class SharedScene(SceneOps):
         if self._fleet is not None:
             self._to_fleet(self._fleet, payload, msg, rkey, info, exclude)
             return
-        decoded = codec.unpack(payload)  # the graph holds what clients got (float32, ...)
+        self._broadcast(payload, msg, rkey, exclude, info, None)
+
+    def _send_poses(self, poses: Poses) -> None:
+        """``poses(...)``: the graph takes the rows directly, nothing is decoded."""
+        if self._fleet is not None:
+            super()._send_poses(poses)
+            return
+        self._broadcast(poses.payload, None, None, None, poses.info,
+                        lambda graph: graph.update_poses(poses.keys, poses.values))
+
+    def _broadcast(self, payload: Any, msg: Optional[Dict[str, Any]], rkey: Optional[str],
+                   exclude: Optional[VuerSession], info: Optional[MergeInfo],
+                   apply: Optional[Callable[[SceneMirror], None]]) -> None:
+        """Apply to the shared graph (``apply``, or the decoded frame), then queue for every
+        client (``exclude`` aside)."""
+        decoded: Any = None
+        if apply is None:
+            decoded = codec.unpack(payload)  # the graph holds what clients got (float32, ...)
         group = self._atomic.group
         with self._lock:
-            self.graph.apply(decoded)
+            if apply is not None:
+                apply(self.graph)
+            else:
+                self.graph.apply(decoded)
             for rec in self._recorders:
                 rec.on_outbound(payload, decoded)
             if group is not None:
                 group.append((payload, exclude))
                 return
             if info is None:
-                info = merge_info(msg, rkey)  # once for every client's outbox
+                info = merge_info(msg or decoded or {}, rkey)  # once for every client's outbox
             for s in self._subscribers:
                 if s is not exclude:
                     try:
@@ -125,8 +148,11 @@ class SharedScene(SceneOps):
         return held_group(self._atomic, self._push_group)
 
     def _push_group(self, group: List[Tuple[bytes, Any]]) -> None:
-        if self._fleet is not None:
-            self._fleet.publish_group([p for p, _ in group])
+        link = self._fleet
+        if link is not None:
+            link.publish_group([p for p, _ in group],
+                               [None if ex is None else (link.node_id, ex.id)
+                                for _, ex in group])
             return
         with self._lock:
             for s in self._subscribers:
@@ -229,7 +255,17 @@ class SharedScene(SceneOps):
         if link is not None:
             link.sink = self
             link.session_factory = FleetSession
+            link.room_token.source = self._app_token
+            link.room_token.on_token = self._adopt_token
         self._fleet = link
+
+    def _app_token(self) -> Optional[str]:
+        return getattr(self._app, "token", None)
+
+    def _adopt_token(self, token: str) -> None:
+        """The room's token (``docs/fleet.md``): this node's websocket upgrades and
+        ``/relay`` require it from now on."""
+        self._app.token = token
 
     @property
     def fleet(self) -> Optional[FleetLink]:
@@ -241,7 +277,7 @@ class SharedScene(SceneOps):
                   exclude: Optional[VuerSession]) -> None:
         group = self._atomic.group
         if group is not None:
-            group.append((payload, None))  # exclude is not kept inside atomic() here
+            group.append((payload, exclude))
         else:
             link.publish(payload, msg, rkey, info,
                          None if exclude is None else (link.node_id, exclude.id))
@@ -264,7 +300,7 @@ class SharedScene(SceneOps):
                 if isinstance(it, bytes):
                     self._apply_one(it, None)
                 elif it[0] == GROUP:
-                    self._apply_group(it[1])
+                    self._apply_group(it[1], it[2] if len(it) > 2 else None)
                 elif it[0] == EXCLUDE:
                     mine = self._fleet is not None and it[3] == self._fleet.node_id
                     self._apply_one(it[1], it[2], it[4] if mine else None)
@@ -289,15 +325,22 @@ class SharedScene(SceneOps):
             except SessionClosed:
                 pass  # that client is leaving; the others go on
 
-    def _apply_group(self, payloads: List[bytes]) -> None:
+    def _apply_group(self, payloads: List[bytes],
+                     excludes: Optional[List[Any]] = None) -> None:
         for payload in payloads:
             decoded = codec.unpack(payload)
             self.graph.apply(decoded)
             for rec in self._recorders:
                 rec.on_outbound(payload, decoded)
+        node = self._fleet.node_id if self._fleet is not None else None
+        skip = {ex[1] for ex in excludes or () if ex is not None and ex[0] == node}
         for s in self._subscribers:
+            mine = payloads
+            if s.id in skip:
+                mine = [p for p, ex in zip(payloads, excludes or ())
+                        if ex is None or ex[0] != node or ex[1] != s.id]
             try:
-                s.core.push_group(payloads)
+                s.core.push_group(mine)
             except SessionClosed:
                 pass
 
@@ -321,43 +364,11 @@ class SharedScene(SceneOps):
 
     def fleet_call(self, sid: str, op: str, payload: Optional[bytes], args: Dict[str, Any],
                    timeout: float) -> Any:
-        """Run a call from another process (a :class:`FleetSession`) on the local client
-        ``sid``: ``send`` (an encoded frame), ``flush``, ``rpc`` (an encoded request; the
-        answer's map back), ``get_render`` (``args``: its keyword arguments; the frame
-        back as bytes, shape and dtype). ``send`` to ``sid="*"``: every local client;
-        ``send`` returns how many clients it was queued for."""
-        if op == "send" and sid == "*" and payload is not None:
-            return self._send_to_all(payload)
+        """Run a call from another process (a :class:`~vuer_sync.server.fleet_api.FleetSession`)
+        on the local client ``sid`` (see :func:`~vuer_sync.server.fleet_api.run_call`)."""
         with self._lock:
-            session = next((s for s in self._subscribers if s.id == sid), None)
-        if session is None:
-            raise SessionClosed(f"session {sid} is not connected to this node")
-        if op == "send" and payload is not None:
-            msg = codec.unpack(payload)
-            if msg.get("etype") == "SET":  # through send(): its SET hooks run
-                session.send(Set(msg.get("data")))
-            else:
-                session.send_encoded(payload, msg)
-            return 1
-        if op == "flush":
-            session.flush(timeout)
-            return None
-        if op == "rpc" and payload is not None:
-            return session.rpc(_RemoteRPC(codec.unpack(payload)), ttl=timeout).serialize()
-        if op == "get_render":
-            return _pack_frames(session.get_render(timeout=timeout, **args))
-        raise ValueError(f"unknown fleet call {op!r}")
-
-    def _send_to_all(self, payload: bytes) -> int:
-        msg = codec.unpack(payload)
-        delivered = 0
-        for s in list(self._subscribers):
-            try:
-                s.send_encoded(payload, msg)
-                delivered += 1
-            except SessionClosed:
-                pass
-        return delivered
+            sessions = list(self._subscribers)
+        return run_call(sessions, sid, op, payload, args, timeout)
 
     def fleet_relay(self, sid: str, payload: bytes, timeout: float = 10.0) -> int:
         """``POST /relay`` across the fleet: queue an encoded message on the client ``sid``
@@ -400,181 +411,3 @@ class SharedScene(SceneOps):
             self._joined.pop(session.id, None)
         if self._fleet is not None:
             self._fleet.presence_changed()
-
-
-class Fleet(SceneOps):
-    """A process that publishes into a fleet room and serves no HTTP (a robot, a
-    simulator): the same operations as ``app.scene`` (``set/add/upsert/update/remove @
-    ...``, ``atomic()``, ``flush()``), sent to the room's Redis stream, which every node of
-    the room applies and forwards to its clients (``docs/fleet.md``).
-
-    ``url``: ``redis://host:6379/0`` (``rediss://`` for TLS; ``redis://user:pass@host``),
-    default ``VUER_SYNC_FLEET``; ``room``: default ``VUER_SYNC_ROOM``, else ``"default"``.
-    Connects at once (``FleetUnavailable`` if Redis does not answer); ``close()`` (or the
-    ``with`` block's end) publishes what is queued and stops the publisher thread::
-
-        with Fleet("redis://127.0.0.1:6379/0", room="lab") as fleet:
-            for i in range(1000):
-                fleet.upsert @ Box(key="robot", position=[i / 1000, 0, 0])
-            fleet.flush()   # Redis has all of it
-    """
-
-    def __init__(self, url: Optional[str] = None, room: Optional[str] = None,
-                 **options: Any):
-        url = url if url is not None else env_str("VUER_SYNC_FLEET")
-        if not url:
-            raise ValueError("Fleet needs a Redis URL (or VUER_SYNC_FLEET)")
-        room = room if room is not None else env_str("VUER_SYNC_ROOM", "default")
-        self._atomic = GroupLocal()
-        self.link = FleetLink(url, room, **options)
-        self.link.session_factory = FleetSession
-        self.link.start()
-
-    @property
-    def room(self) -> str:
-        return self.link.room
-
-    def send(self, event: ServerEvent) -> None:
-        """Publish one event to the room (scene events change every node's scene)."""
-        msg = message_of(event)
-        if msg["etype"] == "NOOP":
-            return
-        rk = getattr(event, "redundancy_key", None)
-        self.send_encoded(encode_event(event, msg), msg, rk() if callable(rk) else None)
-
-    def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
-        self.send_encoded(payload, msg, info=info)
-
-    def send_encoded(self, payload: Any, msg: Optional[Dict[str, Any]],
-                     rkey: Optional[str] = None, info: Optional[MergeInfo] = None) -> None:
-        """Publish an already-encoded message (``msg``: its map)."""
-        group = self._atomic.group
-        if group is not None:
-            group.append(payload)
-        else:
-            self.link.publish(payload, msg, rkey, info)
-
-    def atomic(self) -> ContextManager[None]:
-        """Messages published by this thread inside the block reach every client of the
-        room back to back (one stream item; nestable)."""
-        return held_group(self._atomic, self.link.publish_group)
-
-    def flush(self, timeout: Optional[float] = 10.0) -> None:
-        """Block until Redis acknowledged everything published so far (``TimeoutError``)."""
-        self.link.flush(timeout)
-
-    @property
-    def stats(self) -> Dict[str, Any]:
-        """The link's counters (``ops``, ``coalesced``, ``published``, ``entries``, ...)."""
-        return self.link.stats
-
-    def sessions(self) -> List[Dict[str, Any]]:
-        """Every client of the room, on every node (``sid``, ``node``, ``init``, ``since``)."""
-        return self.link.sessions()
-
-    def session(self, sid: str) -> FleetSession:
-        """A proxy on the client ``sid``, whichever node it is connected to."""
-        return FleetSession(self.link, sid)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Publish what is queued (up to ``timeout`` s), stop the publisher thread."""
-        self.link.close(timeout)
-
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class FleetSession(SceneOps):
-    """A client of the fleet's room, on whichever node it is connected to, from any process
-    of the room: ``app.fleet.session(sid)`` or ``Fleet.session(sid)`` (``sid`` from
-    ``app.fleet.sessions()``).
-
-    ``send``/``@`` operations queue at once (in order; to a client that left they are
-    dropped); :meth:`flush`, :meth:`rpc`, :meth:`grab_render` and :meth:`get_render` block
-    and take the same timeouts as on a :class:`~vuer_sync.server.session.VuerSession`, plus
-    the hop through Redis. They raise ``SessionClosed`` when the client left, or as soon as
-    its node stops heartbeating (killed, cut off)::
-
-        sid = app.fleet.sessions()[0]["sid"]
-        tab = app.fleet.session(sid)
-        tab.upsert @ Box(key="only-for-you")
-        frame = tab.get_render(timeout=10)   # rendered by that browser, wherever it is
-    """
-
-    def __init__(self, link: FleetLink, sid: str):
-        self.link = link
-        self.id = sid
-        self.node = link.node_of(sid)  # SessionClosed if it is not in the room
-
-    def __repr__(self) -> str:
-        return f"<FleetSession {self.id[:8]} on {self.node}>"
-
-    def send(self, event: ServerEvent) -> None:
-        """Queue one server event for the client (returns at once)."""
-        msg = message_of(event)
-        if msg["etype"] == "NOOP":
-            return
-        self._send_payload(encode_event(event, msg))
-
-    def _send_node_message(self, msg: Dict[str, Any], payload: Any, info: MergeInfo) -> None:
-        self._send_payload(payload)
-
-    def _send_payload(self, payload: Any) -> None:
-        self.link.call(self.node, self.id, "send", bytes(payload), wait=False)
-
-    def flush(self, timeout: Optional[float] = 10.0) -> None:
-        """Block until the client has been written everything sent so far."""
-        self.link.call(self.node, self.id, "flush", timeout=10.0 if timeout is None
-                       else timeout)
-
-    def rpc(self, event: ServerRPC, ttl: Optional[float] = 2.0) -> ClientEvent:
-        """Send a request and block for the client's answer, as ``VuerSession.rpc``."""
-        if not isinstance(event, ServerRPC):
-            raise TypeError(f"rpc() takes a ServerRPC, got {type(event).__name__}")
-        answer = self.link.call(self.node, self.id, "rpc", codec.encode(message_of(event)),
-                                timeout=3600.0 if ttl is None else ttl)
-        return ClientEvent.from_dict(answer)
-
-    def grab_render(self, ttl: Optional[float] = 2.0, **kwargs: Any) -> ClientEvent:
-        """Vuer's ``grab_render`` on that client (``value["frame"]``: JPEG bytes)."""
-        return self.rpc(GrabRender(**kwargs), ttl=ttl)
-
-    def get_render(self, width: Optional[int] = None, height: Optional[int] = None, *,
-                   timeout: float = 10.0, **kwargs: Any) -> Any:
-        """``VuerSession.get_render`` on that client's browser: a ``uint8`` ``(H, W, 3)``
-        array (with ``depth=True``, also the depth)."""
-        args = dict(kwargs, width=width, height=height)
-        return _unpack_frames(self.link.call(self.node, self.id, "get_render", args=args,
-                                             timeout=timeout))
-
-
-class _RemoteRPC(ServerRPC):
-    """An RPC request made on another node (its wire map), sent on as it is."""
-
-    def __init__(self, msg: Dict[str, Any]):
-        self._msg = {k: v for k, v in msg.items() if k != "ts"}
-        self.etype = msg["etype"]
-        self.uuid = msg.get("uuid") or ""
-        self.rtype = msg["rtype"]
-        self.ts = time.time()
-
-    def serialize(self) -> Dict[str, Any]:
-        return {**self._msg, "ts": self.ts}
-
-
-def _pack_frames(frames: Any) -> Any:
-    """``get_render``'s arrays as msgpack-able maps (one, or a list for ``depth=True``)."""
-    if isinstance(frames, tuple):
-        return [_pack_frames(f) for f in frames]
-    arr = np.ascontiguousarray(frames)
-    return {"nd": arr.tobytes(), "shape": list(arr.shape), "dtype": arr.dtype.str}
-
-
-def _unpack_frames(packed: Any) -> Any:
-    if isinstance(packed, list):
-        return tuple(_unpack_frames(p) for p in packed)
-    return np.frombuffer(packed["nd"], dtype=np.dtype(packed["dtype"])).reshape(
-        packed["shape"])

@@ -66,6 +66,9 @@ _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 #: reports nothing (the caller accounts for the token itself).
 WRITTEN_NOW = 2
 
+#: The second byte of a masked ping frame with the longest payload a control frame has.
+_PING_MAX = 0x80 | 125
+
 #: After a read that completed more than this many control frames, the next reads take
 #: :data:`SMALL_READ` bytes (a million pings from one client then delay the others' turns by
 #: the parsing of 4 KiB, not of 64 KiB).
@@ -210,6 +213,7 @@ class NonBlockingConnection:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.messages_received = 0
+        self.pings_skipped = 0  # pings of a run before its last (only the last is answered)
         self.max_read = int(max_read)
         self.read_size = self.max_read  # bytes the next read() takes at most
         self._buf = bytearray()  # read, not parsed yet
@@ -318,6 +322,28 @@ class NonBlockingConnection:
                                        if n else b"")
                             pos += head + n
                             continue
+                if h is None and len(buf) - pos >= 12 and buf[pos] == 0x89 \
+                        and 0x80 <= buf[pos + 1] <= _PING_MAX:
+                    # a run of masked pings, whole here (a flood, or a keepalive burst): a
+                    # pong may answer only the latest of them (RFC 6455 5.5.3), so only the
+                    # last is parsed and the rest are counted (a compare per frame)
+                    run, last, at, end = 0, pos, pos, len(buf)
+                    while at + 6 <= end and buf[at] == 0x89 and 0x80 <= buf[at + 1] <= _PING_MAX:
+                        size = 6 + (buf[at + 1] & 0x7F)
+                        if at + size > end:
+                            break
+                        run, last, at = run + 1, at, at + size
+                    if run > 1:
+                        ping = parse_header(buf, last)
+                        assert not isinstance(ping, int) and ping.mask_key is not None
+                        protocol.receive_header(ping)
+                        body = bytes(buf[last + 6:at])
+                        self._event(protocol.receive_payload(
+                            ping, mask_bytes(body, ping.mask_key) if body else b""), out)
+                        pos = at
+                        controls += run
+                        self.pings_skipped += run - 1
+                        continue
                 if h is None:
                     parsed = parse_header(buf, pos)
                     if isinstance(parsed, int):

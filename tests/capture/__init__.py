@@ -1,0 +1,1 @@
+"""Dataset capture tests (a package, so its names do not clash with other folders)."""
