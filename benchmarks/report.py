@@ -449,7 +449,7 @@ def _flatten(x: Any, prefix: str = "") -> List[Any]:
             out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(x, list) and len(x) <= 20:
         for i, v in enumerate(x):
-            out.extend(_flatten(v, f"{prefix}[{i}]"))
+            out.extend(_flatten(v, f"{prefix}.{i}"))  # not [i]: Markdown reads [a][b] as a link
     elif _num(x):
         out.append((prefix, x))
     elif isinstance(x, str) and len(x) < 40 and prefix:
