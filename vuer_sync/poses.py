@@ -92,14 +92,6 @@ class Poses(NamedTuple):
     #: ``(N, 3)`` or ``(N, 7)`` float32 (position, then quaternion): what clients get
     values: np.ndarray
 
-    def rows(self) -> Tuple[List[List[float]], Optional[List[List[float]]]]:
-        """Positions and quaternions (``None`` if not sent) as lists of rows, the values
-        as a client decodes them."""
-        v = self.values
-        if v.shape[1] == 3:
-            return v.tolist(), None
-        return v[:, :3].tolist(), v[:, 3:].tolist()
-
 
 class PoseEncoder:
     """Encodes columnar pose updates; thread-safe; caches one template per key tuple.
