@@ -781,25 +781,36 @@ class FleetLink:
     def _write_snapshot(self) -> None:
         """The scene at the applied id, then the stream trimmed behind the previous one."""
         assert self.sink is not None
-        r = self._redis
-        applied = self._applied_id
-        prev = r.hget(self.keys.snapshot, "id")
-        if prev is not None and stream_id(prev) >= stream_id(applied):
-            self._since_snapshot = 0
-            return  # a newer snapshot is there (written by the previous lease holder)
-        data = self.sink.fleet_snapshot()
-        fields = {"id": applied, "data": data, "time": int(time.time() * 1000),
-                  "seqs": msgpack.packb(self._seen, use_bin_type=True),
-                  "trimmed": _text(prev) if prev is not None else ""}
-        pipe = r.pipeline(transaction=True)
-        pipe.hset(self.keys.snapshot, mapping=fields)
-        if prev is not None:
-            pipe.xtrim(self.keys.log, minid=_text(prev), approximate=True)
-        pipe.execute()
-        self._counts["snapshots_written"] += 1
+        size = write_snapshot(self._redis, self.keys, self._applied_id,
+                              self.sink.fleet_snapshot, {"seqs": self._seen}, exact=False)
         self._since_snapshot = 0
+        if size is None:
+            return  # a newer snapshot is there (written by the previous lease holder)
+        self._counts["snapshots_written"] += 1
         self._last_snapshot = time.monotonic()
-        logger.debug("fleet: snapshot at %s (%d bytes)", applied, len(data))
+        logger.debug("fleet: snapshot at %s (%d bytes)", self._applied_id, size)
+
+
+def write_snapshot(r: Any, keys: Any, applied: str, dump: Callable[[], bytes],
+                   extra: Dict[str, Any], exact: bool) -> Optional[int]:
+    """Write a room's snapshot (hash ``keys.snapshot``; its stream is ``keys.log``) at stream
+    id ``applied`` (``dump()``, plus ``extra`` fields
+    packed with msgpack), then trim the stream behind the previous snapshot (``exact``: to
+    the entry, else approximately), in one transaction. ``None`` when the snapshot in Redis
+    is as new already (``dump`` is then not called); else the snapshot's size in bytes."""
+    prev = r.hget(keys.snapshot, "id")
+    if prev is not None and stream_id(prev) >= stream_id(applied):
+        return None
+    data = dump()
+    fields = {"id": applied, "data": data, "time": int(time.time() * 1000),
+              "trimmed": _text(prev) if prev is not None else ""}
+    fields.update({k: msgpack.packb(v, use_bin_type=True) for k, v in extra.items()})
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(keys.snapshot, mapping=fields)
+    if prev is not None:
+        pipe.xtrim(keys.log, minid=_text(prev), approximate=not exact)
+    pipe.execute()
+    return len(data)
 
 
 def safe_url(url: str) -> str:

@@ -39,7 +39,7 @@ import msgpack
 
 from ..rtc.journal import JournalSink
 from .entry import RoomKeys
-from .link import connect, safe_url, stream_id
+from .link import connect, safe_url, stream_id, write_snapshot
 
 logger = logging.getLogger("vuer_sync.fleet.rtc")
 
@@ -442,23 +442,12 @@ class RedisRelayJournal:
     def _write_snapshot(self) -> None:
         """The relay at the applied id, then the stream trimmed behind the previous one."""
         assert self._sink is not None
-        r = self._redis
-        applied = self._applied_id
-        prev = r.hget(self.keys.snapshot, "id")
-        if prev is not None and stream_id(prev) >= stream_id(applied):
-            self._since_snapshot = 0
+        size = write_snapshot(self._redis, self.keys, self._applied_id,
+                              self._sink.journal_dump, {"seen": self._seen}, exact=True)
+        self._since_snapshot = 0
+        if size is None:
             return  # a newer one is there (written by the previous lease holder)
-        data = self._sink.journal_dump()
-        fields = {"id": applied, "data": data, "time": int(time.time() * 1000),
-                  "seen": msgpack.packb(self._seen, use_bin_type=True),
-                  "trimmed": _text(prev) if prev is not None else ""}
-        pipe = r.pipeline(transaction=True)
-        pipe.hset(self.keys.snapshot, mapping=fields)
-        if prev is not None:
-            pipe.xtrim(self.keys.log, minid=_text(prev), approximate=False)
-        pipe.execute()
         with self._cv:
             self._counts["snapshots_written"] += 1
-        self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
-        logger.debug("rtc journal: snapshot at %s (%d bytes)", applied, len(data))
+        logger.debug("rtc journal: snapshot at %s (%d bytes)", self._applied_id, size)
