@@ -264,9 +264,13 @@ class SyncAgent:
 
         scene = self.app.scene
         scene.upsert @ Box(key="bbox", position=[0.0, 0.0, 0.0])
+        before = self.app.stats
         ticks = _paced(hz, duration, lambda i: scene.update @ Box(key="bbox",
                                                                    position=[_x(i), 0.0, 0.0]))
-        return {"ticks": ticks}
+        after = self.app.stats
+        # updates merged in a viewer's outbox (that viewer was behind): the server's share of
+        # what the viewers did not receive (the rest would be the client's)
+        return {"ticks": ticks, "coalesced": after.get("coalesced", 0) - before.get("coalesced", 0)}
 
     def cmd_pose_prepare(self, nodes: int, capacity: int) -> Dict[str, Any]:
         from vuer_sync.schemas import Box

@@ -52,6 +52,10 @@ Usage::
 
     python benchmarks/bench_fleet.py [--smoke] [--reps 3] [--viewers 20] [--out DIR]
                                      [--parts latency,throughput,late_join]
+
+Ablations (environment of the run): ``BENCH_FLEET_DIRECT=0``, producers never write to Redis
+themselves (the publisher thread always does); ``BENCH_FLEET_DELIVER=0``, a node's consumer
+thread never writes to its clients itself (every delivery through the I/O loop).
 """
 
 from __future__ import annotations
@@ -123,6 +127,8 @@ def _vuer_node(a: argparse.Namespace, cmd: Dict[str, Any], state: Dict[str, Any]
             app.fleet.snapshot_interval = a.snapshot_interval
         if app.fleet is not None and os.environ.get("BENCH_FLEET_DIRECT") == "0":
             app.fleet.direct = False  # an ablation: producers never write to Redis themselves
+        if app.fleet is not None and os.environ.get("BENCH_FLEET_DELIVER") == "0":
+            app.fleet.direct_delivery = 0  # an ablation: every delivery through the I/O loop
         app.start(block=False)
         state["app"] = app
         return {"port": app.port, "t0_ns": t0, "started_ns": time.monotonic_ns(),

@@ -19,7 +19,10 @@ pass; the driver starts the Chromium pages (one browser process each, the flags 
 ``vuer_sync.capture.headless``, a 160x120 page view; the pool rows' pages also draw their
 own view at 5 Hz, as ``HeadlessPages`` does) and rotates the rows' order between
 repetitions. Frames
-are decoded to numpy in every row (that is what a capture needs), not written.
+are decoded to numpy in every row (that is what a capture needs), not written. Our rows'
+workers also report the browsers' CPU per frame by Chromium process kind (``gpu-process``:
+software WebGL draws the frame; ``renderer``: the page's JavaScript and JPEG encoding): on
+a machine with no GPU that, not the server, bounds how fast any pool can go.
 
 **Freshness** (``--stale N``, default 1000 in a full run): the pool over 2 pages with a CPU
 hog process per core beside the browsers; each pose also moves a red box to a place of its
@@ -378,6 +381,34 @@ def machine_pct(a: Tuple[float, float], b: Tuple[float, float]) -> float:
     return 100.0 * (os.cpu_count() or 1) * (b[0] - a[0]) / total
 
 
+def browser_cpu() -> Dict[str, float]:
+    """CPU seconds used so far by the machine's Chromium processes, by kind (``gpu-process``:
+    software WebGL, where the frames are drawn; ``renderer``: the page's JavaScript and the
+    JPEG encoding; ``browser``: the rest), for the breakdown per frame."""
+    import psutil
+
+    out: Dict[str, float] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if not cmd or "chrom" not in os.path.basename(cmd[0]):
+                continue
+            kind = next((a[7:] for a in cmd if a.startswith("--type=")), "browser")
+            kind = kind if kind in ("gpu-process", "renderer") else "browser"
+            t = p.cpu_times()
+            out[kind] = out.get(kind, 0.0) + t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def per_frame_ms(before: Dict[str, float], after: Dict[str, float], frames: int
+                 ) -> Dict[str, float]:
+    """Browser CPU per frame (ms) by process kind between two :func:`browser_cpu` calls."""
+    return {k: 1000.0 * (after.get(k, 0.0) - before.get(k, 0.0)) / max(1, frames)
+            for k in sorted(set(before) | set(after))}
+
+
 def sweep_scene() -> Any:
     sys.path.insert(0, str(ROOT / "examples"))
     from dataset_capture import scene
@@ -408,6 +439,7 @@ def worker(argv: List[str]) -> None:
             pool = RenderPool(sessions, width=w, height=h, fov=FOV, near=NEAR, far=FAR,
                               depth=depth, quality=QUALITY, timeout=30.0)
             list(pool.render(circle_poses(2 * k)))  # warm-up: every page mounts its camera
+            b0 = browser_cpu()
             t0, c0, m0 = time.perf_counter(), time.process_time(), cpu_snapshot()
             done = 0
             for _ in pool.render(poses):
@@ -424,6 +456,7 @@ def worker(argv: List[str]) -> None:
                                     timeout=timeout, settle=SETTLE)
 
             one(poses[0], 60.0)  # warm-up: the helper camera mounts
+            b0 = browser_cpu()
             t0, c0, m0 = time.perf_counter(), time.process_time(), cpu_snapshot()
             done = 0
             for pose in poses:
@@ -435,8 +468,11 @@ def worker(argv: List[str]) -> None:
         total = time.perf_counter() - t0
         print(json.dumps({"frames": done, "seconds": total,
                           "server_cpu_pct": 100 * (time.process_time() - c0) / total,
-                          "machine_cpu_pct": machine_pct(m0, cpu_snapshot()), **extra}),
-              flush=True)
+                          "server_cpu_ms_per_frame": 1000 * (time.process_time() - c0)
+                          / max(1, done),
+                          "machine_cpu_pct": machine_pct(m0, cpu_snapshot()),
+                          "browser_cpu_ms_per_frame": per_frame_ms(b0, browser_cpu(), done),
+                          **extra}), flush=True)
     finally:
         app.stop()
 
@@ -606,6 +642,12 @@ def sweep_main(argv: List[str]) -> None:
                                    for name, xs in by_row.items()}
         entry["machine_cpu_pct"] = {name: statistics.median(x["machine_cpu_pct"] for x in xs)
                                     for name, xs in by_row.items()}
+        # where a frame's CPU goes (our rows; the browsers are the same for Vuer's)
+        entry["browser_cpu_ms_per_frame"] = {
+            name: {kind: statistics.median(x["browser_cpu_ms_per_frame"].get(kind, 0.0)
+                                           for x in xs)
+                   for kind in xs[0]["browser_cpu_ms_per_frame"]}
+            for name, xs in by_row.items() if "browser_cpu_ms_per_frame" in xs[0]}
         base = fps.get("get_render x1", {}).get("median", float("nan"))
         vuer = fps.get("vuer 0.1.6", {}).get("median", float("nan"))
         for name in by_row:

@@ -9,6 +9,17 @@ messages from another client (our store: by receiving them; vuer-rtc: with
 * ``late receive`` (ours only): a remote message that sorts 100 messages back in the total
   order (re-folds the ops after it in the registers it touches).
 
+Ours runs a fixed number of ops per case, ``--reps`` times (default 3), the journal sizes
+interleaved and their order alternating (0 → 100k, then 100k → 0, ...); each figure is the
+median with [min-max] of the repetitions, in ops per second of CPU time (``process_time``:
+less sensitive to other processes on a shared machine), of CPU time outside the cyclic
+GC's collections, and of wall time.  The GC runs as usual; its collections (count, CPU
+time) are reported per case.  *Flat* (the goal) means: the median at the largest journal
+is >= 90% of the one at journal 0, for edit+commit and for receive, in ops per second of
+CPU time outside the GC (see :func:`flatness` for why the GC's time is shown, not judged).
+vuer-rtc runs once per size (in the first repetition; its 10k case takes seconds per op)
+with a time budget.
+
 ``--relay`` adds the rows of the durable relay (``app.rtc`` on a Redis journal, a throwaway
 ``redis-server``):
 
@@ -18,13 +29,14 @@ messages from another client (our store: by receiving them; vuer-rtc: with
 * ``late join``: a room whose journal had 100k entries (1k-node live graph): a client
   joining a running node, and a node that starts (snapshot + tail) plus a client joining it.
 
-Every loop is bounded by an iteration cap and a time budget; vuer-rtc's 10k/100k cases
+vuer-rtc's loops are bounded by an iteration cap and a time budget: its 10k/100k cases
 take seconds per op, so they get at least one op and a budget, and its 100k case runs only
 with ``--vuer-rtc-100k``.  Memory per node is measured with tracemalloc.
 
 Usage::
 
     python benchmarks/bench_rtc.py            # full run (~1-2 min)
+    python benchmarks/bench_rtc.py --reps 5   # more repetitions of our cases
     python benchmarks/bench_rtc.py --smoke    # tiny sizes, a few seconds
     python benchmarks/bench_rtc.py --vuer-rtc-100k
     python benchmarks/bench_rtc.py --relay    # also the Redis relay rows (needs redis-server)
@@ -102,6 +114,77 @@ def _rate(
             "ms_per_op": float(f"{1000 * dt / n:.4g}")}
 
 
+FLAT_RATIO = 0.9  # the flatness criterion: largest journal >= 90% of journal 0 (CPU medians)
+
+
+class _GcWatch:
+    """Counts the cyclic GC's collections (per generation) and the CPU time they take
+    (``process_time``: a collection runs on the thread that triggered it, the only one)."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.process_time()
+            self.counts[info["generation"]] += 1
+        else:
+            self.seconds += time.process_time() - self._t0
+
+    def __enter__(self) -> _GcWatch:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        gc.callbacks.remove(self)
+
+
+def _fixed(step: Callable[[int], None], count: int) -> Dict[str, Any]:
+    """Run ``step(i)`` ``count`` times (after a full collection): wall and CPU time, GC."""
+    gc.collect()
+    with _GcWatch() as watch:
+        c0, t0 = time.process_time(), time.perf_counter()
+        for i in range(count):
+            step(i)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    work = cpu - watch.seconds
+    return {"ops": count, "seconds": dt, "cpu_seconds": cpu,
+            "per_s": count / dt if dt else None, "cpu_per_s": count / cpu if cpu else None,
+            "work_per_s": count / work if work > 0 else None,
+            "gc_full": watch.counts[2], "gc_ms": 1000 * watch.seconds}
+
+
+def _g(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def _summary(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Median and [min, max] of the repetitions of one case (``per_s``: wall time,
+    ``cpu_per_s``: CPU time, ``work_per_s``: CPU time outside the GC's collections;
+    ``ms_per_op`` from the CPU median)."""
+
+    def med(vals: List[float]) -> float:
+        vals = sorted(vals)
+        mid = len(vals) // 2
+        return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+    wall = [r["per_s"] for r in runs if r["per_s"]]
+    cpu = [r["cpu_per_s"] for r in runs if r["cpu_per_s"]]
+    work = [r["work_per_s"] for r in runs if r["work_per_s"]] or cpu
+    return {
+        "ops": runs[0]["ops"], "reps": len(runs),
+        "per_s": _g(med(wall)), "per_s_range": [_g(min(wall)), _g(max(wall))],
+        "cpu_per_s": _g(med(cpu)), "cpu_per_s_range": [_g(min(cpu)), _g(max(cpu))],
+        "work_per_s": _g(med(work)), "work_per_s_range": [_g(min(work)), _g(max(work))],
+        "ms_per_op": _g(1000 / med(cpu)),
+        "runs_per_s": [_g(v) for v in wall], "runs_cpu_per_s": [_g(v) for v in cpu],
+        "runs_work_per_s": [_g(v) for v in work],
+        "gc_full": [r["gc_full"] for r in runs], "gc_ms": [round(r["gc_ms"], 1) for r in runs],
+    }
+
+
 # -- ours -----------------------------------------------------------------------------------------
 def _ours_store(n: int):
     store = create_graph("me", epoch="")
@@ -110,21 +193,37 @@ def _ours_store(n: int):
     return store
 
 
-def bench_ours(n: int, max_iter: int, budget: float) -> Dict[str, Any]:
+def bench_ours(n: int, count: int) -> Dict[str, Any]:
+    """One repetition at journal ``n``: (from journal 200 on) up to 2000 late receives, then
+    ``count`` edit+commits and ``count`` receives; see :func:`_fixed`."""
     t0 = time.perf_counter()
     store = _ours_store(n)
     build = time.perf_counter() - t0
     res: Dict[str, Any] = {"journal": n, "build_s": round(build, 3),
                            "journal_len": len(store.get_state().graph.msgs)}
 
+    if n >= 200:
+        # late: sorts ~100 filler messages back (lt ~ n - 100), from a third session;
+        # first, while the journal's newest 100 messages are still the filler's
+        late = []
+        for j in range(min(count, 2000)):
+            d = _filler(j, max(n - 100, 2), "ours", "late")
+            d["seq"], d["id"] = j + 1, f"late:{j + 1}"
+            late.append(CRDTMessage(**d))
+
+        def late_receive(i: int) -> None:
+            store.receive(late[i])
+
+        res["late_receive"] = _fixed(late_receive, len(late))
+
     def edit_commit(i: int) -> None:
         store.edit({"otype": "vector3.set", "key": f"n{i % NODES}", "path": "position",
                     "value": [i, 1, 2]})
         store.commit()
 
-    res["edit_commit"] = _rate(edit_commit, max_iter, budget)
+    res["edit_commit"] = _fixed(edit_commit, count)
     base_lt = store.get_state().lt + 1
-    msgs = [CRDTMessage(**_filler(i, base_lt + i, "ours", "remote")) for i in range(max_iter)]
+    msgs = [CRDTMessage(**_filler(i, base_lt + i, "ours", "remote")) for i in range(count)]
     # remote seq numbers start at 1 for that session
     for j, m in enumerate(msgs):
         m.seq = j + 1
@@ -133,20 +232,113 @@ def bench_ours(n: int, max_iter: int, budget: float) -> Dict[str, Any]:
     def receive(i: int) -> None:
         store.receive(msgs[i])
 
-    res["receive"] = _rate(receive, max_iter, budget)
-    if n >= 200:
-        # late: sorts ~100 filler messages back (lt ~ n - 100), from a third session
-        late = []
-        for j in range(min(max_iter, 2000)):
-            d = _filler(j, max(n - 100, 2), "ours", "late")
-            d["seq"], d["id"] = j + 1, f"late:{j + 1}"
-            late.append(CRDTMessage(**d))
-
-        def late_receive(i: int) -> None:
-            store.receive(late[i])
-
-        res["late_receive"] = _rate(late_receive, len(late), budget)
+    res["receive"] = _fixed(receive, count)
     return res
+
+
+def bench_ours_reps(sizes: List[int], count: int, reps: int,
+                    between: Optional[Callable[[int, int], None]] = None
+                    ) -> Dict[int, Dict[str, Any]]:
+    """``reps`` interleaved repetitions over ``sizes`` (the order alternates each
+    repetition); ``between(rep, n)`` runs after each case (vuer-rtc's, in the first).
+    Returns, per size, :func:`_summary` of each measured op and the build times."""
+    runs: Dict[int, List[Dict[str, Any]]] = {n: [] for n in sizes}
+    bench_ours(min(sizes[-1], 1000), max(count // 10, 100))  # warm-up, not kept: the first
+    for rep in range(reps):  # case of a process is slower (cold caches, new code paths)
+        for n in (sizes if rep % 2 == 0 else list(reversed(sizes))):
+            r = bench_ours(n, count)
+            runs[n].append(r)
+            ec, rc = r["edit_commit"], r["receive"]
+            print(f"  rep {rep + 1}/{reps} journal {n:>7}: edit+commit "
+                  f"{ec['work_per_s']:,.0f}/s outside the GC ({ec['cpu_per_s']:,.0f}/s "
+                  f"CPU, {ec['gc_full']} full GC {ec['gc_ms']:.0f} ms), receive "
+                  f"{rc['work_per_s']:,.0f}/s ({rc['cpu_per_s']:,.0f}/s, {rc['gc_full']} "
+                  f"full GC {rc['gc_ms']:.0f} ms)", flush=True)
+            if between is not None:
+                between(rep, n)
+    out: Dict[int, Dict[str, Any]] = {}
+    for n, rs in runs.items():
+        row: Dict[str, Any] = {"journal": n, "journal_len": rs[0]["journal_len"],
+                               "build_s": sorted(r["build_s"] for r in rs)[len(rs) // 2]}
+        for key in ("edit_commit", "receive", "late_receive"):
+            if key in rs[0]:
+                row[key] = _summary([r[key] for r in rs])
+        out[n] = row
+    return out
+
+
+def flatness(rows: List[Dict[str, Any]], ratio: float = FLAT_RATIO) -> Dict[str, Any]:
+    """The flatness criterion from the medians: for edit+commit and receive, the median at
+    the largest journal over the one at journal 0 must be >= ``ratio``, in ops per second
+    of CPU time spent outside the cyclic GC (``work``). The GC's own time is reported
+    beside it (``cpu``: everything) but not judged: CPython starts a full collection when
+    the tracked objects grew by a quarter, so a fixed window at journal 0 (a small heap,
+    growing fast) holds several short ones and the same window at 100k holds one long one
+    or none; its cost per op, over time, does not depend on the journal's length.
+
+    >>> row = lambda n, e, r: {"journal": n, "ours": {
+    ...     "edit_commit": {"work_per_s": e, "cpu_per_s": e, "per_s": e},
+    ...     "receive": {"work_per_s": r, "cpu_per_s": r, "per_s": r}}}
+    >>> f = flatness([row(0, 100, 200), row(9, 95, 150)])
+    >>> f["met"], f["edit_commit"]["work_ratio"], f["receive"]["work_ratio"]
+    (False, 0.95, 0.75)
+    """
+    first, last = rows[0], rows[-1]
+    out: Dict[str, Any] = {"criterion": f"ops/s (CPU time outside the GC, median) at journal "
+                                        f"{last['journal']:,} >= {ratio:.0%} of journal "
+                                        f"{first['journal']:,}, edit+commit and receive",
+                           "ratio": ratio, "from": first["journal"], "to": last["journal"]}
+    met = True
+    for key in ("edit_commit", "receive"):
+        a, b = first["ours"][key], last["ours"][key]
+        r = round(b["work_per_s"] / a["work_per_s"], 3)
+        out[key] = {"work_ratio": r, "cpu_ratio": round(b["cpu_per_s"] / a["cpu_per_s"], 3),
+                    "wall_ratio": round(b["per_s"] / a["per_s"], 3)}
+        met = met and r >= ratio
+    out["met"] = met
+    return out
+
+
+def rtc_goals(rows: List[Dict[str, Any]], flat: Dict[str, Any], reps: int
+              ) -> List[Dict[str, Any]]:
+    """The issue's throughput goals, judged from the medians (read by ``report.py``)."""
+    goals: List[Dict[str, Any]] = []
+    ratios = []
+    for row in rows:
+        t = row.get("vuer_rtc")
+        if not t:
+            continue
+        for key in ("edit_commit", "receive"):
+            tv, ov = t[key].get("per_s"), row["ours"][key]["per_s"]
+            if tv and ov:
+                ratios.append((ov / tv, row["journal"], key))
+    goal20 = "rtc commit/receive >= 20x vuer-rtc 0.0.2 (issue 21)"
+    if ratios:
+        worst = min(ratios)
+        journals = ", ".join(f"{j:,}" for j in sorted({r[1] for r in ratios}))
+        goals.append({"goal": goal20, "met": worst[0] >= 20,
+                      "evidence": f"lowest ratio {worst[0]:,.0f}x ({worst[2]} at journal "
+                                  f"{worst[1]:,}; wall-time medians of {reps} repetitions vs "
+                                  f"one vuer-rtc run, journals {journals})"})
+    else:
+        goals.append({"goal": goal20, "met": None, "evidence": "vuer-rtc not installed"})
+
+    def part(key: str, label: str) -> str:
+        a, b = rows[0]["ours"][key], rows[-1]["ours"][key]
+        f = flat[key]
+        return (f"{label} {a['work_per_s']:,.0f} [{a['work_per_s_range'][0]:,.0f}-"
+                f"{a['work_per_s_range'][1]:,.0f}] -> {b['work_per_s']:,.0f} "
+                f"[{b['work_per_s_range'][0]:,.0f}-{b['work_per_s_range'][1]:,.0f}]/s "
+                f"({f['work_ratio']:.0%}; with the GC's time {f['cpu_ratio']:.0%}, wall "
+                f"{f['wall_ratio']:.0%})")
+
+    goals.append({"goal": f"rtc throughput flat from journal {flat['from']:,} to "
+                          f"{flat['to']:,} (issue 21)",
+                  "met": flat["met"],
+                  "evidence": f"{flat['criterion']}: {part('edit_commit', 'edit+commit')}; "
+                              f"{part('receive', 'receive')}; medians of {reps} interleaved "
+                              f"repetitions [min-max]"})
+    return goals
 
 
 # -- vuer-rtc 0.0.2 -----------------------------------------------------------------------------
@@ -455,6 +647,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                     help="also run vuer-rtc at 100k (about 30 s and 500 MB)")
     ap.add_argument("--relay", action="store_true",
                     help="also the durable relay rows (app.rtc on Redis; needs redis-server)")
+    ap.add_argument("--reps", type=int, default=3,
+                    help="interleaved repetitions of our cases (default 3)")
     ap.add_argument("--out", default=None,
                     help="JSON path (default benchmarks/out/rtc.json, rtc-smoke.json with --smoke)")
     args = ap.parse_args(argv)
@@ -462,31 +656,39 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         args.out = str(HERE / "out" / ("rtc-smoke.json" if args.smoke else "rtc.json"))
 
     if args.smoke:
-        sizes, theirs_max, max_iter, budget, mem_nodes = [0, 100, 1000], 1000, 300, 0.2, 500
-        their_budget = 0.3
+        sizes, theirs_max, count, mem_nodes = [0, 100, 1000], 1000, 300, 500
+        max_iter, their_budget = 300, 0.3
     else:
-        sizes, theirs_max, max_iter, budget = [0, 1000, 10_000, 100_000], 10_000, 5000, 1.0
-        mem_nodes = 10_000
-        their_budget = 3.0
+        sizes, theirs_max, count = [0, 1000, 10_000, 100_000], 10_000, 30_000
+        max_iter, their_budget, mem_nodes = 5000, 3.0, 10_000
     if args.vuer_rtc_100k:
         theirs_max = 100_000
     relay = bench_relay(args.smoke) if args.relay else None
 
-    rows = []
-    for n in sizes:
-        ours = bench_ours(n, max_iter, budget)
-        theirs = None
-        if vuer_rtc is not None and n <= theirs_max:
-            theirs = bench_theirs(n, max_iter, their_budget)
-        rows.append({"journal": n, "ours": ours, "vuer_rtc": theirs})
-        print(f"journal {n:>7}: ours edit+commit {_fmt(ours, 'edit_commit')}, "
-              f"receive {_fmt(ours, 'receive')}; vuer-rtc edit+commit "
-              f"{_fmt(theirs, 'edit_commit')}, receive {_fmt(theirs, 'receive')}", flush=True)
+    theirs_by_n: Dict[int, Optional[Dict[str, Any]]] = {n: None for n in sizes}
+
+    def theirs_case(rep: int, n: int) -> None:
+        if rep == 0 and vuer_rtc is not None and n <= theirs_max:
+            theirs_by_n[n] = bench_theirs(n, max_iter, their_budget)
+            t = theirs_by_n[n]
+            print(f"  vuer-rtc journal {n:>7}: edit+commit {_fmt(t, 'edit_commit')}, "
+                  f"receive {_fmt(t, 'receive')}", flush=True)
+
+    ours_by_n = bench_ours_reps(sizes, count, args.reps, theirs_case)
+    rows = [{"journal": n, "ours": ours_by_n[n], "vuer_rtc": theirs_by_n[n]} for n in sizes]
+    flat = flatness(rows)
+    goals = rtc_goals(rows, flat, args.reps)
+    if args.smoke:  # 300-op windows and a 1k journal say nothing about flatness
+        goals[-1]["met"] = None
+        goals[-1]["evidence"] = "smoke run, not judged: " + goals[-1]["evidence"]
     mem = memory_per_node(mem_nodes)
 
     print()
-    head = (f"{'journal':>8} | {'op':<12} | {'vuer_sync.rtc':>24} | {'vuer-rtc 0.0.2':>24} | "
-            f"{'ratio':>8}")
+    print(f"vuer_sync.rtc: {count} ops per case, median of {args.reps} interleaved repetitions "
+          f"[min-max], ops/s of CPU time outside the GC; then of all CPU time and of wall "
+          f"time (medians); vuer-rtc: one run, wall time")
+    head = (f"{'journal':>8} | {'op':<12} | {'vuer_sync.rtc (outside GC)':>30} | {'cpu':>8} | "
+            f"{'wall':>8} | {'vuer-rtc 0.0.2':>24} | {'ratio':>8}")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -499,8 +701,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             ratio = f"{o['per_s'] / t['per_s']:,.0f}x" if t and t["per_s"] else "-"
             tv = _fmt(row["vuer_rtc"], key) if row["vuer_rtc"] else (
                 "skipped" if key != "late_receive" else "-")
-            print(f"{row['journal']:>8} | {label:<12} | {_fmt(row['ours'], key):>24} | "
-                  f"{tv:>24} | {ratio:>8}")
+            ours = (f"{o['work_per_s']:,.0f} [{o['work_per_s_range'][0]:,.0f}-"
+                    f"{o['work_per_s_range'][1]:,.0f}]/s")
+            print(f"{row['journal']:>8} | {label:<12} | {ours:>30} | {o['cpu_per_s']:>8,.0f} | "
+                  f"{o['per_s']:>8,.0f} | {tv:>24} | {ratio:>8}")
+    print()
+    for g in goals:
+        mark = {True: "met", False: "NOT MET"}.get(g["met"], "not measured")
+        print(f"goal: {g['goal']}: {mark} ({g['evidence']})")
     print()
     print(f"memory per node ({mem['nodes']} nodes, {mem['node']}):")
     print(f"  vuer_sync.rtc: {mem['ours_bytes_per_node_with_journal']} B with its journal entry, "
@@ -515,7 +723,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "vuer_rtc": getattr(vuer_rtc, "__version__", "0.0.2") if vuer_rtc else None,
-        "budget_s": {"ours": budget, "vuer_rtc": their_budget},
+        "reps": args.reps,
+        "ops_per_case": count,
+        "flatness": flat,
+        "goals": goals,
+        "budget_s": {"vuer_rtc": their_budget},
         "rows": rows,
         "memory": mem,
         "relay": relay,

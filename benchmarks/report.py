@@ -143,6 +143,7 @@ def goals(res: Dict[str, Any]) -> List[Dict[str, Any]]:
         f"{fmt(v('8b', 'rss_growth_MB', 'vuer_sync'))} MB")
     _many_viewer_goals(res, v, add)
     _fleet_goals(res, add)
+    _rtc_goals(res, add)
     for g in anchors_json(res).get("goals", []):  # bench_anchors.py's, judged there
         add(str(g.get("goal")), g.get("met"), f"{g.get('evidence')} (`bench_anchors.py`)")
     return out
@@ -165,6 +166,20 @@ def _fleet_goals(res: Dict[str, Any], add: Callable[[str, Optional[bool], str], 
     for g in data.get("goals", []):
         add(f"fleet on Redis (issue 19): {g['goal']}", g["met"], g["evidence"] +
             " (`bench_fleet.py`)")
+
+
+def rtc_json(res: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``bench_rtc.py`` wrote in this run (``rtc.json``, or the smoke run's), or ``{}``."""
+    js = res.get("external", {}).get("bench_rtc.py", {}).get("json", {})
+    data = js.get("rtc.json") or js.get("rtc-smoke.json") or {}
+    return data if isinstance(data, dict) else {}
+
+
+def _rtc_goals(res: Dict[str, Any], add: Callable[[str, Optional[bool], str], None]) -> None:
+    """Issue 21's throughput goals, as ``bench_rtc.py`` judged them from its medians (a
+    results file from before it judged them adds none)."""
+    for g in rtc_json(res).get("goals", []):
+        add(str(g.get("goal")), g.get("met"), f"{g.get('evidence')} (`bench_rtc.py`)")
 
 
 def _many_viewer_goals(res: Dict[str, Any], v: Callable[[str, str, str], Any],

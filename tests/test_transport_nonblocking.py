@@ -280,6 +280,7 @@ def test_a_direct_write_keeps_order_with_the_loop(pair):
     conn, peer = pair
     conn.send(b"first")
     assert peer.recv_message()[1] == b"first"
+    conn.outbox.wait_written(timeout=5)  # the loop has reported it: nothing in flight
     m = conn.outbox.take_direct(b"direct")
     assert m is not None
     conn.channel.write_now(m)

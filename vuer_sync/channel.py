@@ -121,6 +121,11 @@ class Channel:
         self.last_write = time.monotonic()
         self.outbox.mark_written([message])
 
+    def read_until(self, reply: Any, timeout: Optional[float],
+                   first: Callable[[], Any] = lambda: None) -> None:
+        """``first()``; the reader thread reads (see ``LoopChannel.read_until``)."""
+        first()
+
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait for the sender thread to end; True if it has (or never started)."""
         if self.sender is None:

@@ -12,8 +12,10 @@ deadline, the close handshake; every message read to a callback) without a threa
   fills, coalesces and, past its budget, blocks or drops its producer, exactly as with a
   thread per connection. A stalled client costs no thread and delays no one.
 * **In.** Readable sockets are read into one scratch buffer per loop; complete messages go to
-  ``on_message`` on the loop thread (the server decodes them and wakes ``rpc()`` callers
-  there; handlers run on the worker pool, never here).
+  ``on_message`` on the loop thread (the server decodes them and wakes ``till()`` waiters
+  there; handlers run on the worker pool, never here). An ``rpc()`` caller reads its own
+  answer instead (:meth:`LoopChannel.read_until`): while it waits, the socket is its, and the
+  loop takes it back when the answer is in.
 * **Timers.** One heap per loop: keepalive pings, the INIT deadline, the close handshake's
   one second, and ``send_timeout`` for a socket that takes nothing.
 
@@ -43,11 +45,13 @@ import collections
 import heapq
 import itertools
 import logging
+import os
+import select
 import selectors
 import socket
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence, Tuple
 
 from ._threads import start_thread
 from .outbox import Outbox, OutMessage
@@ -70,6 +74,50 @@ _SCRATCH = 64 * 1024
 _READS_PER_TURN = 4
 #: How long a closing connection waits for the peer's close frame.
 CLOSE_TIMEOUT = 1.0
+#: How often a caller reading its own answer (:meth:`LoopChannel.read_until`) looks whether
+#: its wait ended otherwise (answered by the loop, the session closed).
+_POLL_SLICE = 0.02
+
+_callers = threading.local()  # a caller reading its own answer: its buffer and wake pipe
+
+
+class Awaited(Protocol):
+    """What :meth:`LoopChannel.read_until` waits for (an ``rpc.Reply``)."""
+
+    def done(self) -> bool: ...
+
+    def wake_with(self, fd: Optional[int]) -> None: ...
+
+
+def _caller_state() -> Tuple[memoryview, int, int]:
+    """This thread's scratch buffer and wake pipe (made once per thread; closed with it)."""
+    st = getattr(_callers, "state", None)
+    if st is None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        st = _callers.state = _CallerState(memoryview(bytearray(_SCRATCH)), r, w)
+    return st.scratch, st.wake_r, st.wake_w
+
+
+class _CallerState:
+    __slots__ = ("scratch", "wake_r", "wake_w")
+
+    def __init__(self, scratch: memoryview, wake_r: int, wake_w: int) -> None:
+        self.scratch, self.wake_r, self.wake_w = scratch, wake_r, wake_w
+
+    def __del__(self) -> None:  # the thread ended: its thread-local state goes
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def reading_here() -> bool:
+    """True on a thread inside :meth:`LoopChannel.read_until` (it dispatches what it reads:
+    whoever resolves its own answer has no other thread to hand the GIL to)."""
+    return getattr(_callers, "reading", False)
 
 SendErrorHook = Callable[[BaseException, List[OutMessage]], None]
 
@@ -84,6 +132,7 @@ class IoLoop:
     def __init__(self, name: str = "io") -> None:
         self.name = name
         self._sel = selectors.DefaultSelector()
+        self._sel_lock = threading.Lock()  # (un)registering: the loop, or a reading caller
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -91,7 +140,6 @@ class IoLoop:
         self._ready: Deque[LoopChannel] = collections.deque()
         self._calls: Deque[Callable[[], Any]] = collections.deque()
         self._timers: List[Tuple[float, int, LoopChannel]] = []
-        self._ended_timers = 0  # entries of ended channels still in the heap
         self._tick = itertools.count()
         self._sleeping = False
         self._woken = False
@@ -114,6 +162,30 @@ class IoLoop:
         if not self._woken:
             self._wake()
 
+    def broadcast(self, payload: bytes, items: List[Tuple[LoopChannel, OutMessage]]) -> None:
+        """Write one frame to many channels of this loop in one pass on the loop thread: one
+        wake-up and one encoding for all of them, no per-channel turn on the ready list.
+
+        ``items``: each channel with the message its outbox reserved for ``payload``
+        (``Outbox.take_direct``: nothing was queued or being written, so order holds).
+        """
+        self.call_soon(lambda: self._write_all(payload, items))
+
+    def _write_all(self, payload: bytes, items: List[Tuple[LoopChannel, OutMessage]]) -> None:
+        """:meth:`broadcast` on the loop thread: the frame is encoded once (server frames are
+        not masked: the same bytes for every connection with the same protocol settings)."""
+        frames: dict[Tuple[bool, int], List[bytes]] = {}
+        for ch, m in items:
+            p = ch.conn.protocol
+            shape = (p.is_server, p.fragment_size)
+            bufs = frames.get(shape)
+            if bufs is None:
+                bufs = frames[shape] = [bytes(b) for b in p.encode_many([payload])[0]]
+            try:
+                ch.write_taken(list(bufs), m)
+            except Exception as e:  # a bug of ours: it ends that connection only
+                self._failed(ch, e)
+
     def _wake(self) -> None:
         self._woken = True
         try:
@@ -131,30 +203,55 @@ class IoLoop:
     # -- the loop thread ------------------------------------------------------------------
 
     def register(self, ch: LoopChannel, events: int) -> None:
-        self._sel.register(ch.conn.sock, events, ch)
+        with self._sel_lock:
+            if ch.watched:  # a caller reading its answer registered it first
+                self._sel.modify(ch.conn.sock, events, ch)
+            else:
+                self._sel.register(ch.conn.sock, events, ch)
+                ch.watched = True
+        ch.counted = True
         self.channels += 1
 
     def modify(self, ch: LoopChannel, events: int) -> None:
-        try:
-            self._sel.modify(ch.conn.sock, events, ch)
-        except (KeyError, ValueError, OSError):
-            pass
+        """Set the events ``ch`` waits for (any thread: a caller reading its own answer takes
+        reading away for a while). 0: none, it leaves the selector until it wants some."""
+        with self._sel_lock:
+            if ch.ended:
+                return
+            sel = self._sel
+            sock = ch.conn.sock
+            try:
+                if not ch.watched:
+                    if events:
+                        sel.register(sock, events, ch)
+                        ch.watched = True
+                elif events:
+                    sel.modify(sock, events, ch)
+                else:
+                    ch.watched = False
+                    sel.unregister(sock)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def unregister(self, ch: LoopChannel) -> None:
-        try:
-            self._sel.unregister(ch.conn.sock)
+        with self._sel_lock:
+            if ch.watched:
+                ch.watched = False
+                try:
+                    self._sel.unregister(ch.conn.sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+        if ch.counted:
+            ch.counted = False
             self.channels -= 1
-        except (KeyError, ValueError, OSError):
-            pass
-        if ch.timer_at is not None:
-            ch.timer_at = None
-            self._ended_timers += 1
-            # the heap holds ended channels (and their sessions) until their entries come
-            # due, up to a keepalive interval: drop them once they are half of it
-            if self._ended_timers > 64 and self._ended_timers * 2 > len(self._timers):
-                self._timers[:] = [e for e in self._timers if not e[2].ended]
-                heapq.heapify(self._timers)
-                self._ended_timers = 0
+        ch.timer_at = None
+        # the heap holds ended channels (and their sessions) until their entries come due, up
+        # to a keepalive interval: once it has more than two entries per live channel, only
+        # the due entry of each live one is kept (amortized: a rebuild at least halves it)
+        timers = self._timers
+        if len(timers) > 2 * self.channels:
+            timers[:] = [e for e in timers if not e[2].ended and e[0] == e[2].timer_at]
+            heapq.heapify(timers)
 
     def arm(self, ch: LoopChannel, when: float) -> None:
         """Call ``ch.on_timer`` at ``when`` (monotonic), unless an earlier call is due."""
@@ -176,36 +273,46 @@ class IoLoop:
                     timeout = max(0.0, timers[0][0] - time.monotonic())
                 else:
                     timeout = None
-                events = sel.select(timeout)
-                self._sleeping = False
-                for key, mask in events:
-                    ch = key.data
-                    if ch is None:
-                        self._drain_wake()
-                        continue
-                    try:
-                        if mask & _READ:
-                            ch.on_readable()
-                        if mask & _WRITE and not ch.ended:
-                            ch.on_writable()
-                    except Exception as e:  # a bug of ours: it ends that connection only
-                        self._failed(ch, e)
+                # the events and the channels of this round live in the helpers' frames
+                # only: a local of this loop would keep the last round's channels (and their
+                # sessions) alive while the loop sleeps, e.g. after a thousand clients left
+                self._on_events(sel.select(timeout))
                 while calls:
                     self._call(calls.popleft())
-                n = len(ready)
-                while n and ready:  # those scheduled meanwhile wait for the next round
-                    n -= 1
-                    ch = ready.popleft()
-                    try:
-                        ch.on_ready()
-                    except Exception as e:
-                        self._failed(ch, e)
+                if ready:
+                    self._run_ready()
                 if timers:
                     self._run_timers(time.monotonic())
         except Exception:  # pragma: no cover - a bug of ours: log it, then end every channel
             logger.exception("I/O loop %s failed", self.name)
         finally:
             self._shutdown()
+
+    def _on_events(self, events: List[Tuple[selectors.SelectorKey, int]]) -> None:
+        self._sleeping = False
+        for key, mask in events:
+            ch = key.data
+            if ch is None:
+                self._drain_wake()
+                continue
+            try:
+                if mask & _READ:
+                    ch.on_readable()
+                if mask & _WRITE and not ch.ended:
+                    ch.on_writable()
+            except Exception as e:  # a bug of ours: it ends that connection only
+                self._failed(ch, e)
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        n = len(ready)
+        while n and ready:  # those scheduled meanwhile wait for the next round
+            n -= 1
+            ch = ready.popleft()
+            try:
+                ch.on_ready()
+            except Exception as e:
+                self._failed(ch, e)
 
     def _failed(self, ch: LoopChannel, exc: Exception) -> None:
         logger.exception("%s: I/O failed; closing that connection", ch.name)
@@ -321,6 +428,12 @@ class LoopChannel:
         self._next_ping: Optional[float] = None
         self._ping_sent_at: Optional[float] = None
         self._report_lock = threading.Lock()
+        self._reader = threading.Lock()  # one reader at a time: the loop, or a waiting caller
+        self._interest = threading.Lock()  # _events, _writing, _caller_reads
+        self._writing = False  # the socket is full: wait until it is writable
+        self._caller_reads = False  # a caller reads (read_until): the loop does not
+        self.counted = False  # in the loop's channel count
+        self.watched = False  # registered with the loop's selector (under its lock)
 
     # -- any thread -----------------------------------------------------------------------
 
@@ -343,17 +456,85 @@ class LoopChannel:
         """Write one message the caller took with ``Outbox.take_direct`` from the caller's
         thread when the socket takes it at once (an RPC request: no hop to the loop); what
         the socket does not take the loop writes."""
-        bufs, _ = self.conn.protocol.encode_many([message.payload])
+        self._write_here(self.conn.protocol.encode_many([message.payload])[0], message)
+
+    def _write_here(self, bufs: List[Any], message: OutMessage) -> None:
+        """Write a taken message from this thread; the rest is the loop's (raises when the
+        write fails: the caller says who ends the connection)."""
         try:
             done = self.conn.write(bufs, [message])
-        finally:
+        except BaseException:
             self._report()
+            raise
         if done == WRITTEN_NOW:
             self.outbox.mark_written([message])
             self.last_write = time.monotonic()
             return
+        self._report()
         if not done:
-            self.outbox_ready()
+            self.outbox_ready()  # the loop waits for the socket to be writable
+
+    def read_until(self, reply: Awaited, timeout: Optional[float],
+                   first: Callable[[], Any] = lambda: None) -> None:
+        """Call ``first()`` (send the request), then wait on the socket from the calling
+        thread and read and dispatch what arrives (``on_message`` runs here), until
+        ``reply.done()``, ``timeout`` seconds, or the connection's end; then the caller waits
+        on ``reply`` as usual.
+
+        An ``rpc()`` caller uses it: its answer wakes its own thread, where waiting for the
+        loop to read it costs a second cross-thread wake per round trip. The loop still
+        reads too; one lock keeps a single reader at a time, so messages keep their order,
+        and an answer the loop reads first wakes the caller through its wake pipe. What
+        only the loop may do (answer a ping, end the connection) is handed to it.
+        """
+        if self.ended or not hasattr(select, "poll") or not self._reader.acquire(blocking=False):
+            first()  # the loop is reading, or another caller is: theirs wakes this one
+            return
+        try:
+            self._read_until(reply, timeout, first)
+        finally:
+            self._reader.release()
+            if self._caller_reads:
+                self._caller_reads = False
+                self._set_events()  # the loop reads again
+
+    def _read_until(self, reply: Awaited, timeout: Optional[float],
+                    first: Callable[[], Any]) -> None:
+        scratch, wake_r, wake_w = _caller_state()
+        poller = select.poll()
+        try:
+            poller.register(self.conn.sock, select.POLLIN)
+        except (ValueError, OSError):
+            first()
+            return
+        poller.register(wake_r, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._caller_reads = True
+        self._set_events()  # not the loop too: one thread wakes at the answer
+        reply.wake_with(wake_w)  # ... unless something else finishes the wait
+        first()
+        _callers.reading = True
+        try:
+            while not reply.done():
+                wait = _POLL_SLICE
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return
+                ready = poller.poll(wait * 1000.0)
+                if not ready:
+                    continue
+                if any(fd == wake_r for fd, _ in ready):
+                    try:
+                        os.read(wake_r, 64)
+                    except OSError:
+                        pass
+                    continue
+                if self.ended or self._read_input(scratch) is not None:
+                    return
+        finally:
+            _callers.reading = False
+            reply.wake_with(None)
 
     def abort(self) -> None:
         """Drop the connection now (from any thread)."""
@@ -367,6 +548,32 @@ class LoopChannel:
     def threads(self) -> List[threading.Thread]:
         """None of its own (the loop's thread is the server's)."""
         return []
+
+    def write_taken(self, bufs: List[Any], message: OutMessage) -> None:
+        """Loop thread: write ``message`` (reserved by ``Outbox.take_direct``, encoded as
+        ``bufs``); what the socket does not take now goes out when it is writable."""
+        if self.ended:
+            self.outbox.abandon([message], "connection closed")
+            return
+        self._write(bufs, [message])
+
+    def write_taken_here(self, bufs: List[Any], message: OutMessage) -> None:
+        """:meth:`write_taken` from the calling thread (any thread): the frame goes out
+        without a wake-up of the loop when the socket takes it at once (the fleet's consumer
+        delivering to an idle client). What the socket does not take, the loop writes when
+        it is writable; a failed write is handed to the loop, which ends the connection."""
+        try:
+            self._write_here(bufs, message)
+        except (ConnectionClosed, OSError) as e:
+            err = e
+            self.loop.call_soon(lambda: self._taken_failed(err, message))
+
+    def _taken_failed(self, exc: BaseException, message: OutMessage) -> None:
+        """Loop thread: a :meth:`write_taken_here` failed."""
+        if self.ended:
+            self.outbox.abandon([message], "connection closed")
+        else:
+            self._write_failed(exc, [message])
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -399,12 +606,19 @@ class LoopChannel:
         return min(due) if due else None
 
     def _want_write(self, on: bool) -> None:
-        events = _READ | _WRITE if on else _READ
-        if events != self._events and not self.ended:
+        self._writing = on
+        if self._set_events() and on:
+            self._arm()  # the send timeout
+
+    def _set_events(self) -> bool:
+        """Tell the loop what to wait for; True if that changed."""
+        with self._interest:
+            events = (0 if self._caller_reads else _READ) | (_WRITE if self._writing else 0)
+            if events == self._events or self.ended:
+                return False
             self._events = events
             self.loop.modify(self, events)
-            if on:
-                self._arm()  # the send timeout
+            return True
 
     def _report(self) -> None:
         """Tell the outbox which batches went out (in order: one reporter at a time)."""
@@ -508,27 +722,62 @@ class LoopChannel:
                 self.on_ready()
 
     def on_readable(self) -> None:
+        if not self._reader.acquire(blocking=False):
+            return  # a caller reads (read_until): it has taken reading away from the loop
+        try:
+            if self.ended:
+                return
+            end = self._read_input(self.loop.scratch)
+        finally:
+            self._reader.release()
+        if end is not None:
+            self._input_done(*end)
+        elif self.conn.protocol.has_control():
+            self._flush()  # a pong
+
+    def _read_input(self, scratch: memoryview) -> Optional[Tuple[BaseException, bool]]:
+        """Read (again while each read fills the buffer) and dispatch. When the input ended:
+        the error to end the connection with, and whether our close frame goes out first
+        (after the peer's close frame or a protocol error; not after a failed read). Any
+        thread holding ``_reader``: off the loop thread, what only the loop may do (the
+        pong, the end) is handed to it."""
         conn = self.conn
         on_message = self.on_message
+        end: Optional[Tuple[BaseException, bool]] = None
         for _ in range(_READS_PER_TURN):  # a read that filled its buffer: more is waiting
             try:
-                messages = conn.read(self.loop.scratch)
+                messages = conn.read(scratch)
             except (ConnectionClosed, OSError) as e:
-                self.finish(e)
-                return
+                end = (e, False)
+                break
             for data in messages:
                 try:
                     on_message(data)
                 except Exception:
                     logger.exception("%s: failed to handle a message", self.name)
             if conn.input_ended:
-                self._flush()  # our close frame: the reply, or the failure's code
-                self.finish(conn.protocol.closed_error())
-                return
+                end = (conn.protocol.closed_error(), True)
+                break
             if not conn.read_full:
                 break
-        if conn.protocol.has_control():
-            self._flush()  # a pong
+        if (end is not None or conn.protocol.has_control()) \
+                and threading.current_thread() is not self.loop.thread:
+            self.loop.call_soon(lambda: self._after_read(end))
+        return end
+
+    def _after_read(self, end: Optional[Tuple[BaseException, bool]]) -> None:
+        """On the loop thread, after a caller's read: the pong, or the connection's end."""
+        if self.ended:
+            return
+        if end is not None:
+            self._input_done(*end)
+        elif self.conn.protocol.has_control():
+            self._flush()
+
+    def _input_done(self, exc: BaseException, close_frame_first: bool) -> None:
+        if close_frame_first:
+            self._flush()  # our close frame: the reply, or the failure's code
+        self.finish(exc)
 
     def _outbox_closed(self) -> None:
         """The outbox closed and is drained: the close handshake."""

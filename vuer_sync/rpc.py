@@ -13,8 +13,9 @@ True
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import RPCTimeout, SessionClosed
 
@@ -34,7 +35,7 @@ class Reply:
     (True, 42)
     """
 
-    __slots__ = ("_exc", "_finished", "_ready", "_value")
+    __slots__ = ("_exc", "_finished", "_ready", "_value", "_wake")
 
     def __init__(self) -> None:
         self._ready = threading.Lock()
@@ -42,9 +43,15 @@ class Reply:
         self._finished = False
         self._value: Any = None
         self._exc: Optional[BaseException] = None
+        self._wake: Optional[Tuple[int, int]] = None
 
     def done(self) -> bool:
         return self._finished
+
+    def wake_with(self, fd: Optional[int]) -> None:
+        """While set, finishing from another thread also writes a byte to ``fd`` (the
+        waiter polls it rather than blocking on the result; its own thread writes none)."""
+        self._wake = None if fd is None else (threading.get_ident(), fd)
 
     def _finish(self, value: Any, exc: Optional[BaseException]) -> bool:
         with _finish_lock:
@@ -53,6 +60,12 @@ class Reply:
             self._finished = True
         self._value, self._exc = value, exc
         self._ready.release()
+        wake = self._wake
+        if wake is not None and wake[0] != threading.get_ident():
+            try:
+                os.write(wake[1], b"\0")
+            except OSError:  # full (it is awake anyway) or closed
+                pass
         return True
 
     def set_result(self, value: Any) -> None:
@@ -146,13 +159,16 @@ def format_seconds(t: float) -> str:
     return f"{t:.2f}".rstrip("0").rstrip(".") or "0"
 
 
-def wait(fut: Reply, timeout: Optional[float], what: str) -> Any:
+def wait(fut: Reply, timeout: Optional[float], what: str,
+         asked: Optional[float] = None) -> Any:
     """``fut.result(timeout)`` raising :class:`RPCTimeout` (a ``TimeoutError``) on timeout and
-    :class:`SessionClosed` when the session ended."""
+    :class:`SessionClosed` when the session ended. ``asked``: the caller's whole timeout, for
+    the message, when ``timeout`` is what is left of it."""
     try:
         return fut.result(timeout)
     except TimeoutError:
-        shown = format_seconds(timeout) if timeout is not None else "?"
+        t = asked if asked is not None else timeout
+        shown = format_seconds(t) if t is not None else "?"
         raise RPCTimeout(f"{what}: no answer within {shown} s") from None
     except SessionClosed as e:
         raise SessionClosed(f"{what}: {e}") from None

@@ -21,9 +21,50 @@ def test_bench_rtc_smoke(tmp_path):
     sizes = [row["journal"] for row in data["rows"]]
     assert sizes == [0, 100, 1000]
     for row in data["rows"]:
-        assert row["ours"]["edit_commit"]["ops"] > 0 and row["ours"]["receive"]["ops"] > 0
+        for key in ("edit_commit", "receive"):
+            m = row["ours"][key]
+            assert m["ops"] == data["ops_per_case"] > 0 and m["reps"] == data["reps"] == 3
+            for runs in ("runs_per_s", "runs_cpu_per_s", "runs_work_per_s"):
+                assert len(m[runs]) == 3 and all(v > 0 for v in m[runs])
+            assert min(m["runs_cpu_per_s"]) == m["cpu_per_s_range"][0] <= m["cpu_per_s"] \
+                <= m["cpu_per_s_range"][1] == max(m["runs_cpu_per_s"])
+            assert len(m["gc_full"]) == len(m["gc_ms"]) == 3
     assert data["memory"]["ours_bytes_per_node_compacted"] > 0
     assert "edit+commit" in proc.stdout
+    # interleaved: each repetition runs every size, the order alternating
+    order = [(line.split()[1], int(line.split()[3].rstrip(":")))
+             for line in proc.stdout.splitlines() if line.startswith("  rep ")]
+    assert [n for _, n in order] == [0, 100, 1000, 1000, 100, 0, 0, 100, 1000], order
+    # the flatness criterion, computed from the medians, and the goals report.py shows
+    flat = data["flatness"]
+    first, last = data["rows"][0]["ours"], data["rows"][-1]["ours"]
+    for key in ("edit_commit", "receive"):
+        assert flat[key]["work_ratio"] == round(last[key]["work_per_s"] /
+                                                first[key]["work_per_s"], 3)
+    assert flat["met"] == all(flat[k]["work_ratio"] >= 0.9 for k in ("edit_commit", "receive"))
+    goals = {g["goal"]: g for g in data["goals"]}
+    assert len(goals) == 2 and all(g["evidence"] for g in goals.values())
+    flat_goal = next(g for name, g in goals.items() if "flat" in name)
+    assert flat_goal["met"] is None  # a smoke run is not judged
+
+
+def test_report_shows_bench_rtc_goals():
+    """``report.goals`` lists the goals ``bench_rtc.py`` judged (and none from a results
+    file written before it judged them)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    res = json.loads((ROOT / "benchmarks" / "results.json").read_text(encoding="utf-8"))
+    res["external"] = {"bench_rtc.py": {"json": {"rtc.json": {"goals": [
+        {"goal": "rtc throughput flat from journal 0 to 100,000 (issue 21)", "met": True,
+         "evidence": "edit+commit 95%"}]}}}}
+    got = [g for g in report.goals(res) if "rtc" in g["goal"]]
+    assert got == [{"goal": "rtc throughput flat from journal 0 to 100,000 (issue 21)",
+                    "met": True, "evidence": "edit+commit 95% (`bench_rtc.py`)"}]
+    del res["external"]["bench_rtc.py"]["json"]["rtc.json"]["goals"]
+    assert [g for g in report.goals(res) if "rtc" in g["goal"]] == []
 
 
 def test_bench_rtc_relay_rows_smoke(tmp_path):

@@ -57,8 +57,11 @@ class FleetUnavailable(ConnectionError):
 class FleetSink(Protocol):
     """What a consuming link needs of the scene it keeps (``app.scene`` is one)."""
 
-    def fleet_apply(self, items: List[Item]) -> None:
-        """Apply one stream entry's items, in order, and send them to the local clients."""
+    def fleet_apply(self, items: List[Item], direct: bool = False) -> int:
+        """Apply one stream entry's items, in order, and send them to the local clients
+        (``direct``: this node is not behind, the entry is small: write to idle clients from
+        the calling thread rather than through their I/O loop). Returns how many messages
+        were written from the calling thread."""
 
     def fleet_snapshot(self) -> bytes:
         """The current scene as one encoded ``SET`` message."""
@@ -143,6 +146,8 @@ class FleetLink:
         self._inflight = 0  # bytes handed to Redis, not yet acknowledged
         #: producers write to Redis themselves when the link is idle (``publish``)
         self.direct = True
+        #: ... when their last write ended at least this many times its duration ago
+        self.direct_gap = 2.0
         self._sending = False  # a writer (the thread or a producer) has a job in flight
         self._handover: Optional[Tuple[List[Item], int, List[Any]]] = None
         self._write_s = 0.0  # how long a write takes (moving average)
@@ -174,11 +179,16 @@ class FleetLink:
             "published": 0, "entries": 0, "publish_errors": 0, "applied_entries": 0,
             "applied_ops": 0, "duplicates": 0, "bad_entries": 0, "snapshots_written": 0,
             "snapshots_loaded": 0, "resyncs": 0, "blocked": 0, "lost": 0, "reseeds": 0,
-            "backlog_coalesced": 0, "direct": 0}
+            "backlog_coalesced": 0, "direct": 0, "direct_entries": 0,
+            "direct_writes": 0}
         self._epoch: Optional[bytes] = None
         #: a node behind the stream merges the entries it reads at once before applying
         #: them (``False``: entry by entry, every message as published)
         self.merge_backlog = True
+        #: an entry read alone (this node is not behind) with at most this many messages is
+        #: delivered by the consumer thread itself to idle clients (``fleet_apply(direct=
+        #: True)``: no wake-up of an I/O thread per delivery); ``0``: always through the loop
+        self.direct_delivery = 4
         #: this node heartbeats its presence (a node serving clients; a publisher-only
         #: process that keeps a scene only for the snapshots does not)
         self.presence = True
@@ -219,12 +229,15 @@ class FleetLink:
     def _take_direct(self) -> bool:
         """(Under the lock.) May the producer write what it just queued itself? Only when
         the link is idle: one item waiting, nothing being written, not closing, and the last
-        write ended at least ``4 *`` its duration ago (so a producer spends at most about a
-        fifth of its time in direct writes; faster callers are batched by the thread)."""
+        write ended at least ``direct_gap`` (2) times its duration ago (so a producer spends
+        at most about a third of its time in direct writes; faster callers are batched by
+        the thread). A write's duration includes waiting for the GIL while this node's
+        consumer reads the same entry back (hundreds of µs on 2 cores): with 4, a 400 Hz
+        producer went through the thread, one more wake-up, for 15-40 % of its calls."""
         if not self.direct or not self._direct_ok or self._sending or self._closing \
                 or len(self._batcher) != 1 or not self._threads:
             return False
-        return time.monotonic() - self._last_write_end >= 4.0 * self._write_s
+        return time.monotonic() - self._last_write_end >= self.direct_gap * self._write_s
 
     def _take_job(self) -> Tuple[List[Item], int]:
         """(Under the lock.) Take what waits for a writer; the caller is the writer now."""
@@ -436,8 +449,11 @@ class FleetLink:
         acknowledged) and ``buffered_bytes``, ``blocked`` (producer calls that waited for
         the buffer), ``lost`` (dropped: Redis unreachable while closing),
         ``applied_entries``/``applied_ops``, ``backlog_coalesced`` (messages merged away
-        because this node read several entries at once: it was behind), ``duplicates``
-        (entries applied once already), ``snapshots_written``/``snapshots_loaded``, ``resyncs``."""
+        because this node read several entries at once: it was behind),
+        ``direct_entries`` (entries read alone and small: delivered by the consumer thread,
+        ``direct_delivery``) and ``direct_writes`` (messages it wrote to idle clients
+        itself), ``duplicates`` (entries applied once already),
+        ``snapshots_written``/``snapshots_loaded``, ``resyncs``."""
         with self._cv:
             st: Dict[str, Any] = dict(self._counts)
             st["ops"] = self._batcher.stats["ops"]
@@ -705,15 +721,21 @@ class FleetLink:
         if not fresh:
             return
         assert self.sink is not None
-        if len(fresh) == 1 or not self.merge_backlog:
+        direct = False
+        if len(fresh) == 1:
+            batches = fresh
+            # alone and small: the latency case (under load entries come several per read)
+            direct = sum(item_ops(it) for it in fresh[0]) <= self.direct_delivery
+        elif not self.merge_backlog:
             batches = fresh
         else:
             items, merged = merge_backlog(fresh)
             self._counts["backlog_coalesced"] += merged
             batches = [items]
+        self._counts["direct_entries"] += int(direct)
         for items in batches:
             try:
-                self.sink.fleet_apply(items)
+                self._counts["direct_writes"] += self.sink.fleet_apply(items, direct)
             except Exception:
                 logger.exception("fleet: applying the entries up to %s failed", last)
         self._counts["applied_entries"] += len(fresh)

@@ -206,7 +206,7 @@ class SceneGraph:
 
     def _push(self, reg: Register, rec: MsgRecord, op: Any, key: Tuple[Any, ...]) -> None:
         e = Entry(key, op, rec, reg)
-        rec.entries.append(e)
+        rec.add_entry(e)
         rec.live += 1
         self.active.add(reg)
         reg.add(e)
@@ -248,15 +248,18 @@ class SceneGraph:
 
     def drop_op(self, rec: MsgRecord, idx: int) -> None:
         """Remove the entries of op ``idx`` (the last op) of a pending record."""
-        while rec.entries and rec.entries[-1].key[3] == idx:
-            e = rec.entries.pop()
+        while True:
+            last = rec.last_entry()
+            if last is None or last.key[3] != idx:
+                break
+            e = rec.pop_entry()
             rec.live -= 1
             e.reg.drop(e)
 
     def drop_all(self, rec: MsgRecord) -> None:
         """Remove every entry of a pending record (cancel)."""
-        while rec.entries:
-            e = rec.entries.pop()
+        while rec.last_entry() is not None:
+            e = rec.pop_entry()
             rec.live -= 1
             e.reg.drop(e)
 
@@ -365,7 +368,7 @@ class SceneGraph:
         for r in gone:
             del self.msgs[r.id]
             self.metas.pop(r.id, None)
-            r.entries = []
+            r.clear_entries()
         return len(gone)
 
     def replay_all(self) -> None:

@@ -26,7 +26,13 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .common import MISSING, NOCHANGE, REJECT, log
-from .ops import INV_MISSING, KEEP_WHEN_EXCLUDED, apply_value, rollback_value
+from .ops import (
+    INV_MISSING,
+    KEEP_WHEN_EXCLUDED,
+    apply_value,
+    rollback_value,
+    untracked_inv,
+)
 from .text import TextSeq
 from .values import json_copy
 
@@ -41,12 +47,18 @@ Key = Tuple[Any, ...]
 
 
 class MsgRecord:
-    """Replica-side bookkeeping for one message (committed, received or pending)."""
+    """Replica-side bookkeeping for one message (committed, received or pending).
+
+    Its register entries are kept as the first one plus a list of the others (created only
+    for a message of several entries): most messages have one op, and a record lives as
+    long as the journal keeps it, so this spares the cyclic GC a list per journal entry.
+    """
 
     __slots__ = (
+        "_first",
+        "_more",
         "acked",
         "client",
-        "entries",
         "excluded",
         "id",
         "key",
@@ -79,8 +91,48 @@ class MsgRecord:
         self.acked = True
         self.own = False
         self.pending = False
-        self.entries: List[Entry] = []
+        self._first: Optional[Entry] = None
+        self._more: Optional[List[Entry]] = None
         self.live = 0  # entries still held by registers
+
+    @property
+    def entries(self) -> List[Entry]:
+        """This message's register entries, in the order they were added (a new list)."""
+        first = self._first
+        if first is None:
+            return []
+        return [first] if self._more is None else [first, *self._more]
+
+    def add_entry(self, e: Entry) -> None:
+        """Append ``e`` to :attr:`entries`."""
+        if self._first is None:
+            self._first = e
+        elif self._more is None:
+            self._more = [e]
+        else:
+            self._more.append(e)
+
+    def last_entry(self) -> Optional[Entry]:
+        """The last of :attr:`entries` (``None`` if there is none)."""
+        return self._more[-1] if self._more else self._first
+
+    def pop_entry(self) -> Entry:
+        """Remove and return the last of :attr:`entries` (``IndexError`` if none)."""
+        more = self._more
+        if more:
+            e = more.pop()
+            if not more:
+                self._more = None
+            return e
+        first = self._first
+        if first is None:
+            raise IndexError("pop from a record without entries")
+        self._first = None
+        return first
+
+    def clear_entries(self) -> None:
+        """Forget every entry (the record was compacted)."""
+        self._first = self._more = None
 
     def __repr__(self) -> str:
         return f"MsgRecord({self.id!r}, lt={self.lt}, excluded={self.excluded})"
@@ -268,7 +320,8 @@ class ValueRegister(Register):
         elif res is NOCHANGE:
             e.inv = None
         else:
-            self.value, e.inv = res
+            self.value, inv = res
+            e.inv = untracked_inv(inv) if inv[0] == "v" and type(inv[1]) is list else inv
 
     def _undo(self, e: Entry) -> None:
         inv = e.inv

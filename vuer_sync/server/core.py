@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from .. import codec
 from .._threads import GroupLocal, SerialQueue, SerialWorker, WorkerPool, start_thread
@@ -27,9 +27,9 @@ from ..channel import Channel
 from ..coalesce import MergeInfo
 from ..errors import ProtocolError, SessionClosed
 from ..events import INIT, ClientEvent, ServerRPC
-from ..io_loop import IoLoop, LoopChannel
-from ..outbox import Outbox
-from ..rpc import PendingTable
+from ..io_loop import IoLoop, LoopChannel, reading_here
+from ..outbox import Outbox, OutMessage
+from ..rpc import PendingTable, Reply, wait
 from ..transport.nonblocking import NonBlockingConnection
 from .ops import message_of
 from .registry import Registry
@@ -168,6 +168,28 @@ class SessionCore:
             self._drop_if_over_budget()
             raise
 
+    def send_broadcast(self, payload: Any, msg: Optional[Dict[str, Any]],
+                       redundancy_key: Optional[str] = None,
+                       info: Optional[MergeInfo] = None
+                       ) -> Optional[Tuple[LoopChannel, OutMessage]]:
+        """:meth:`send_encoded` for a frame many sessions get (``app.scene``). When this
+        connection is on an I/O loop and idle (nothing queued or being written), its outbox
+        reserves the socket for the frame and the channel and message are returned: the
+        caller hands them to the loop (``IoLoop.broadcast``: one wake-up for every session,
+        and the frame encoded once). Otherwise the frame is queued as usual (it coalesces
+        there if this client is behind) and ``None`` is returned."""
+        ch = self.channel
+        if type(payload) is bytes and isinstance(ch, LoopChannel) \
+                and self.atomic.group is None and len(payload) <= ch.conn.protocol.fragment_size \
+                and (msg is None or msg.get("etype") != "SET"):
+            m = self.outbox.take_direct(payload)
+            if m is not None:
+                for rec in self.recorders:
+                    rec.on_outbound(payload, msg)
+                return ch, m
+        self.send_encoded(payload, msg, redundancy_key, info)
+        return None
+
     def push_group(self, group: List[Any]) -> None:
         """Queue the frames of an ``atomic()`` block back to back."""
         try:
@@ -221,6 +243,17 @@ class SessionCore:
             self.outbox.abandon([m], "send failed")
             self.disconnected(f"send failed: {e}")
             raise SessionClosed(f"session {self.session.id}: send failed: {e}") from None
+
+    def request(self, event: ServerRPC, fut: Reply, ttl: Optional[float], what: str) -> Any:
+        """Send an RPC request (:meth:`send_request`) and block for its answer (see
+        :func:`~vuer_sync.rpc.wait`), reading it from this thread where the connection
+        allows it (``LoopChannel.read_until``: one cross-thread wake less per round trip)."""
+        start = time.monotonic()
+        self.channel.read_until(fut, ttl, lambda: self.send_request(event))
+        left = ttl
+        if ttl is not None and not fut.done():
+            left = max(0.0, ttl - (time.monotonic() - start))
+        return wait(fut, left, what, asked=ttl)
 
     # -- the sender thread (the channel's, with this session's hooks) --------------------
 
@@ -288,7 +321,8 @@ class SessionCore:
         session = self.session
         et = ev.etype
         if self.rpc.resolve(et, ev):
-            hand_over_gil()
+            if not reading_here():  # else the caller read its own answer: it runs already
+                hand_over_gil()
             return
         if et == INIT and session.init is None:
             session.init = ev

@@ -135,7 +135,8 @@ class MirrorSink:
 
     >>> sink = MirrorSink()
     >>> sink.fleet_apply([codec.encode({"etype": "UPSERT", "data": {"nodes": [
-    ...     {"key": "arm", "tag": "Box", "position": [1, 0, 0]}]}})])
+    ...     {"key": "arm", "tag": "Box", "position": [1, 0, 0]}]}})])  # none written: no clients
+    0
     >>> sink.graph.find("arm")["position"]
     [1, 0, 0]
     """
@@ -144,7 +145,7 @@ class MirrorSink:
         self.graph = SceneMirror()
         self._lock = threading.Lock()
 
-    def fleet_apply(self, items: List[Item]) -> None:
+    def fleet_apply(self, items: List[Item], direct: bool = False) -> int:
         with self._lock:
             for it in items:
                 if isinstance(it, bytes):
@@ -154,6 +155,7 @@ class MirrorSink:
                         self.graph.apply(codec.unpack(p))
                 else:
                     self.graph.apply(codec.unpack(it[1]))
+        return 0
 
     def fleet_snapshot(self) -> bytes:
         with self._lock:

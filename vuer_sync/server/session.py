@@ -136,8 +136,7 @@ class VuerSession(SceneOps):
         core.no_atomic("rpc()")
         fut = core.rpc.register(event.rtype)
         try:
-            core.send_request(event)
-            return wait(fut, ttl, f"{event.etype} request to session {self.id}")
+            return core.request(event, fut, ttl, f"{event.etype} request to session {self.id}")
         finally:
             core.rpc.discard(event.rtype, fut)
 

@@ -36,6 +36,8 @@ from ..errors import SessionClosed
 from ..events import ServerEvent, Set
 from ..fleet.entry import EXCLUDE, GROUP, Item
 from ..fleet.link import FleetLink
+from ..io_loop import IoLoop, LoopChannel
+from ..outbox import OutMessage
 from ..poses import Poses
 from ..scene import SceneMirror
 from .fleet_api import Fleet, FleetSession, run_call
@@ -135,12 +137,36 @@ class SharedScene(SceneOps):
                 return
             if info is None:
                 info = merge_info(msg or decoded or {}, rkey)  # once for every client's outbox
-            for s in self._subscribers:
-                if s is not exclude:
-                    try:
-                        s.core.send_encoded(payload, msg, rkey, info)
-                    except SessionClosed:
-                        pass  # that client is leaving; the others go on
+            self._fan_out(payload, msg, rkey, info, exclude)
+
+    def _fan_out(self, payload: bytes, msg: Any, rkey: Optional[str], info: MergeInfo,
+                 exclude: Optional[VuerSession] = None, exclude_id: Optional[str] = None,
+                 here: int = 0) -> int:
+        """(Under the lock.) ``payload`` to every client but ``exclude`` (or the one with id
+        ``exclude_id``). Idle clients on an I/O loop are written by their loop in one pass
+        (one wake-up per loop, not per client), or the first ``here`` of them from this
+        thread; the others queue it (and coalesce when behind). Returns how many were
+        written from this thread."""
+        written = 0
+        loops: Dict[IoLoop, List[Tuple[LoopChannel, OutMessage]]] = {}
+        for s in self._subscribers:
+            if s is exclude or (exclude_id is not None and s.id == exclude_id):
+                continue
+            try:
+                taken = s.core.send_broadcast(payload, msg, rkey, info)
+            except SessionClosed:
+                continue  # that client is leaving; the others go on
+            if taken is None:
+                continue  # queued (the client is behind, or not on an I/O loop)
+            ch, m = taken
+            if written < here:  # idle: written from this thread, the loop stays asleep
+                written += 1
+                ch.write_taken_here(ch.conn.protocol.encode_many([payload])[0], m)
+            else:
+                loops.setdefault(ch.loop, []).append(taken)
+        for loop, items in loops.items():
+            loop.broadcast(payload, items)
+        return written
 
     def atomic(self) -> ContextManager[None]:
         """Messages broadcast by this thread inside the block reach each client back to back
@@ -292,38 +318,47 @@ class SharedScene(SceneOps):
                               else max(0.0, deadline - time.monotonic()))
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def fleet_apply(self, items: List[Item]) -> None:
+    #: Idle local clients the fleet's consumer thread writes a message to itself, when the
+    #: link says so (``fleet_apply(direct=True)``: this node is not behind); further idle
+    #: clients get it from their I/O loop (one wake-up per loop), busy ones queue it.
+    FLEET_WRITES_HERE = 8
+
+    def fleet_apply(self, items: List[Item], direct: bool = False) -> int:
         """Apply one stream entry (the fleet's consumer thread calls this): each message to
-        the mirror and the recorders, then to every local client, as a local broadcast."""
+        the mirror and the recorders, then to every local client, as a local broadcast.
+
+        ``direct``: write to idle clients from this thread (no hand-over to the I/O loop's
+        thread: one cross-thread wake-up less per delivery); a client with anything queued
+        or being written queues the message as usual, so order and coalescing hold.
+        Returns how many messages were written from this thread."""
+        here = self.FLEET_WRITES_HERE if direct else 0
+        written = 0
         with self._lock:
             for it in items:
                 if isinstance(it, bytes):
-                    self._apply_one(it, None)
+                    written += self._apply_one(it, None, None, here)
                 elif it[0] == GROUP:
                     self._apply_group(it[1], it[2] if len(it) > 2 else None)
                 elif it[0] == EXCLUDE:
                     mine = self._fleet is not None and it[3] == self._fleet.node_id
-                    self._apply_one(it[1], it[2], it[4] if mine else None)
+                    written += self._apply_one(it[1], it[2], it[4] if mine else None, here)
                 else:
-                    self._apply_one(it[1], it[2])
+                    written += self._apply_one(it[1], it[2], None, here)
+        return written
 
     def _apply_one(self, payload: bytes, rkey: Optional[str],
-                   exclude: Optional[str] = None) -> None:
+                   exclude: Optional[str] = None, here: int = 0) -> int:
+        """One message to the mirror, the recorders and the local clients, up to ``here``
+        idle ones written from this thread; returns how many were."""
         decoded = codec.unpack(payload)
         self.graph.apply(decoded)  # the mirror keeps these nodes (and updates them later)
         for rec in self._recorders:
             rec.on_outbound(payload, decoded)
         if not self._subscribers:
-            return
+            return 0
         msg = codec.unpack(payload)  # the clients' copy, not the mirror's
-        info = merge_info(msg, rkey)
-        for s in self._subscribers:
-            if s.id == exclude:
-                continue
-            try:
-                s.core.send_encoded(payload, msg, rkey, info)
-            except SessionClosed:
-                pass  # that client is leaving; the others go on
+        return self._fan_out(payload, msg, rkey, merge_info(msg, rkey), exclude_id=exclude,
+                             here=here)
 
     def _apply_group(self, payloads: List[bytes],
                      excludes: Optional[List[Any]] = None) -> None:

@@ -1,0 +1,136 @@
+"""Broadcasts on the shared I/O threads (``app.scene`` to many viewers) and what a session
+leaves behind once its client is gone (issue 20: worst viewer's share, churn memory)."""
+
+from __future__ import annotations
+
+import gc
+import resource
+import threading
+import weakref
+
+from vuer_sync import Vuer
+
+from conftest import wait_until
+from helpers import raw_client, recv_msg
+
+
+def _loops(app: Vuer):
+    return app.connections.io.loops
+
+
+def _clients(app: Vuer, n: int):
+    socks = [raw_client(app.port) for _ in range(n)]
+    assert wait_until(lambda: len([s for s in app.sessions if s.init is not None]) == n, 10)
+    return socks
+
+
+def test_a_broadcast_reaches_idle_sessions_in_one_loop_pass(app):
+    """An update of ``app.scene`` to idle clients is written by their I/O loop in one pass:
+    no session is put on the loop's ready list (one schedule and one wake-up each, before),
+    and every client gets it."""
+    app.start(block=False)
+    socks = _clients(app, 40)
+    try:
+        app.scene.upsert @ {"tag": "Box", "key": "b", "position": [0, 0, 0]}
+        app.scene.flush(10)
+        for s in socks:
+            assert recv_msg(s)["etype"] == "UPSERT"
+        (loop,) = _loops(app)
+        calls = []
+        plain = loop.schedule
+        loop.schedule = lambda ch: (calls.append(ch), plain(ch))  # counted, then as usual
+        try:
+            for i in range(3):
+                app.scene.update @ {"tag": "Box", "key": "b", "position": [i, 0, 0]}
+                app.scene.flush(10)
+        finally:
+            del loop.schedule
+        assert calls == []
+        for s in socks:
+            got = [recv_msg(s)["data"]["nodes"][0]["position"] for _ in range(3)]
+            assert got == [[0, 0, 0], [1, 0, 0], [2, 0, 0]]
+        assert app.stats["coalesced"] == 0
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_loop_one_update_late_costs_no_update_and_keeps_order(app):
+    """While the loop is busy, a broadcast already handed to it is not merged with the next
+    one (it is being written, as a batch taken by the loop); a session's own message between
+    two broadcasts stays between them; from the third on, a client that is behind coalesces
+    as before."""
+    app.start(block=False)
+    socks = _clients(app, 3)
+    try:
+        app.scene.upsert @ {"tag": "Box", "key": "b", "position": [0, 0, 0]}
+        app.scene.flush(10)
+        for s in socks:
+            recv_msg(s)
+        (loop,) = _loops(app)
+        busy, release = threading.Event(), threading.Event()
+        loop.call_soon(lambda: (busy.set(), release.wait(10)))  # the loop is held here
+        assert busy.wait(5)
+        try:
+            app.scene.update @ {"tag": "Box", "key": "b", "position": [1, 0, 0]}
+            for session in app.sessions:
+                session.upsert @ {"tag": "Sphere", "key": "own"}
+            for x in (2, 3, 4):
+                app.scene.update @ {"tag": "Box", "key": "b", "position": [x, 0, 0]}
+        finally:
+            release.set()
+        app.scene.flush(10)
+        for s in socks:
+            got = []
+            for _ in range(3):
+                node = recv_msg(s)["data"]["nodes"][0]
+                got.append(node.get("position", node["key"]))
+            assert got == [[1, 0, 0], "own", [4, 0, 0]]  # 2, 3, 4 queued: coalesced
+        assert app.stats["coalesced"] == 2 * len(socks)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_sessions_are_freed_as_soon_as_their_clients_leave(app):
+    """Once clients have gone and the server ended their sessions, nothing holds them: not
+    the I/O loop's last round (its locals, while it sleeps) nor its timer heap (until the
+    next keepalive ping is due). Counted with weak references, not RSS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    app.start(block=False)
+    socks = _clients(app, 150)
+    alive = weakref.WeakSet(app.sessions)
+    channels = weakref.WeakSet(s.core.channel for s in app.sessions)
+    assert len(alive) == 150
+    for s in socks:
+        s.sock.close()  # all at once: one round of the loop sees them all end
+    assert wait_until(lambda: app.stats.get("sessions_ended") == 150, 10), app.stats
+
+    def freed() -> bool:
+        gc.collect()
+        return not alive and not channels
+
+    assert wait_until(freed, 5, interval=0.1), (len(alive), len(channels))
+
+
+def test_release_memory_drops_names_held_by_the_type_cache():
+    """Each handshake looks up a new string (``http.server``: ``"do_" + command``); CPython's
+    type attribute cache keeps a reference to it, which pinned allocator arenas after a
+    burst of connections. ``release_memory`` (run after bursts of closes) clears that cache."""
+    import sys
+
+    from vuer_sync._threads import release_memory
+
+    class Handler:
+        def do_GET(self) -> None:
+            pass
+
+    name = "".join(["do_", "GET"])  # a new string each time, as per request
+    before = sys.getrefcount(name)
+    assert getattr(Handler, name) is not None
+    held = sys.getrefcount(name) - before
+    assert held >= 1, "the type cache no longer keeps looked-up names: this test is moot"
+    release_memory()
+    assert sys.getrefcount(name) - before < held
