@@ -206,7 +206,7 @@ class IoLoop:
         with self._sel_lock:
             if ch.watched:  # a caller reading its answer registered it first
                 self._sel.modify(ch.conn.sock, events, ch)
-            else:
+            elif events:  # (none while a caller reads: it gives reading back later)
                 self._sel.register(ch.conn.sock, events, ch)
                 ch.watched = True
         ch.counted = True
@@ -482,10 +482,12 @@ class LoopChannel:
         on ``reply`` as usual.
 
         An ``rpc()`` caller uses it: its answer wakes its own thread, where waiting for the
-        loop to read it costs a second cross-thread wake per round trip. The loop still
-        reads too; one lock keeps a single reader at a time, so messages keep their order,
-        and an answer the loop reads first wakes the caller through its wake pipe. What
-        only the loop may do (answer a ping, end the connection) is handed to it.
+        loop to read it costs a second cross-thread wake per round trip. Meanwhile the loop
+        does not watch the socket for input (a lock keeps one reader at a time, so
+        messages keep their order); if the loop or another caller is reading at that
+        moment, this caller waits as usual. A wait finished elsewhere (the session closed)
+        wakes it through its wake pipe. What only the loop may do (answer a ping, end the
+        connection) is handed to it.
         """
         if self.ended or not hasattr(select, "poll") or not self._reader.acquire(blocking=False):
             first()  # the loop is reading, or another caller is: theirs wakes this one
@@ -581,7 +583,8 @@ class LoopChannel:
         if self.ended:
             return
         try:
-            self.loop.register(self, _READ)
+            with self._interest:  # a caller may be reading already (read_until): not _READ
+                self.loop.register(self, self._events)
         except (ValueError, OSError) as e:  # the socket is gone already
             self.finish(e)
             return
