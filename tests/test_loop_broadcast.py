@@ -24,17 +24,23 @@ def _clients(app: Vuer, n: int):
     return socks
 
 
+def _clients_with_a_box(app: Vuer, n: int):
+    """``n`` clients that all received the box ``b`` at the origin (``app.scene``)."""
+    app.start(block=False)
+    socks = _clients(app, n)
+    app.scene.upsert @ {"tag": "Box", "key": "b", "position": [0, 0, 0]}
+    app.scene.flush(10)
+    for s in socks:
+        assert recv_msg(s)["etype"] == "UPSERT"
+    return socks
+
+
 def test_a_broadcast_reaches_idle_sessions_in_one_loop_pass(app):
     """An update of ``app.scene`` to idle clients is written by their I/O loop in one pass:
     no session is put on the loop's ready list (one schedule and one wake-up each, before),
     and every client gets it."""
-    app.start(block=False)
-    socks = _clients(app, 40)
+    socks = _clients_with_a_box(app, 40)
     try:
-        app.scene.upsert @ {"tag": "Box", "key": "b", "position": [0, 0, 0]}
-        app.scene.flush(10)
-        for s in socks:
-            assert recv_msg(s)["etype"] == "UPSERT"
         (loop,) = _loops(app)
         calls = []
         plain = loop.schedule
@@ -60,13 +66,8 @@ def test_a_loop_one_update_late_costs_no_update_and_keeps_order(app):
     one (it is being written, as a batch taken by the loop); a session's own message between
     two broadcasts stays between them; from the third on, a client that is behind coalesces
     as before."""
-    app.start(block=False)
-    socks = _clients(app, 3)
+    socks = _clients_with_a_box(app, 3)
     try:
-        app.scene.upsert @ {"tag": "Box", "key": "b", "position": [0, 0, 0]}
-        app.scene.flush(10)
-        for s in socks:
-            recv_msg(s)
         (loop,) = _loops(app)
         busy, release = threading.Event(), threading.Event()
         loop.call_soon(lambda: (busy.set(), release.wait(10)))  # the loop is held here
