@@ -61,12 +61,10 @@ def test_a_broadcast_reaches_idle_sessions_in_one_loop_pass(app):
             s.close()
 
 
-def test_a_loop_one_update_late_costs_no_update_and_keeps_order(app):
-    """While the loop is busy, a broadcast already handed to it is not merged with the next
-    one (it is being written, as a batch taken by the loop); a session's own message between
-    two broadcasts stays between them; from the third on, a client that is behind coalesces
-    as before."""
-    socks = _clients_with_a_box(app, 3)
+def _held_loop_updates(app: Vuer, xs, n_clients: int = 3):
+    """Each of 3 clients' messages after the loop was held busy while ``app.scene`` sent
+    ``[1, 0, 0]``, then each session its own ``own`` node, then ``[x, 0, 0]`` for ``xs``."""
+    socks = _clients_with_a_box(app, n_clients)
     try:
         (loop,) = _loops(app)
         busy, release = threading.Event(), threading.Event()
@@ -76,21 +74,46 @@ def test_a_loop_one_update_late_costs_no_update_and_keeps_order(app):
             app.scene.update @ {"tag": "Box", "key": "b", "position": [1, 0, 0]}
             for session in app.sessions:
                 session.upsert @ {"tag": "Sphere", "key": "own"}
-            for x in (2, 3, 4):
+            for x in xs:
                 app.scene.update @ {"tag": "Box", "key": "b", "position": [x, 0, 0]}
         finally:
             release.set()
         app.scene.flush(10)
+        out = []
         for s in socks:
             got = []
-            for _ in range(3):
+            while len(got) < 2 or got[-1] != [xs[-1], 0, 0]:
                 node = recv_msg(s)["data"]["nodes"][0]
                 got.append(node.get("position", node["key"]))
-            assert got == [[1, 0, 0], "own", [4, 0, 0]]  # 2, 3, 4 queued: coalesced
-        assert app.stats["coalesced"] == 2 * len(socks)
+            out.append(got)
+        return out
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_short_backlog_loses_no_update_and_keeps_order(app):
+    """While the loop is busy, a broadcast already handed to it is not merged with the next
+    one (it is being written, as a batch taken by the loop); a session's own message between
+    two broadcasts stays between them; a backlog of up to ``coalesce_after`` (3) frames is
+    sent as it is: a pause of the loop (the garbage collector, a burst) costs no update."""
+    for got in _held_loop_updates(app, (2, 3, 4)):
+        assert got == [[1, 0, 0], "own", [2, 0, 0], [3, 0, 0], [4, 0, 0]]
+    assert app.stats["coalesced"] == 0
+
+
+def test_a_client_that_stays_behind_gets_the_newest_values():
+    """Past ``coalesce_after`` queued frames, newer updates merge into the newest queued
+    one (latest value wins); with ``coalesce_after=0`` they merge as soon as one is queued."""
+    for after, want, merged in ((3, [2, 3, 9], 5), (0, [9], 7)):
+        app = Vuer(port=0, coalesce_after=after)
+        try:
+            got = _held_loop_updates(app, range(2, 10))
+            for g in got:
+                assert g == [[1, 0, 0], "own", *([x, 0, 0] for x in want)], after
+            assert app.stats["coalesced"] == merged * len(got), after
+        finally:
+            app.stop()
 
 
 def test_sessions_are_freed_as_soon_as_their_clients_leave(app):

@@ -63,6 +63,32 @@ def test_large_payload_supersedes_unsent_one():
     assert m["data"]["nodes"][0]["vertices"] == b"\x02" * 50_000
 
 
+def test_coalesce_after_keeps_a_short_backlog_then_merges_into_the_newest():
+    """``coalesce_after=2``: up to two queued frames, a newer update is queued as it is;
+    past that it merges into the newest queued one (latest value wins), so the client still
+    ends at the last value, in order, having lost nothing of a short backlog."""
+    b = box(coalesce_after=2)
+    for x in range(6):
+        b.push(*upd("a", x=x))
+    out = [m["data"]["nodes"][0]["x"] for m in drain(b)]
+    assert out == [0, 1, 5]
+    s = b.snapshot_stats()
+    assert (s["queued"], s["coalesced"], s["sent"]) == (6, 3, 3)
+
+
+def test_coalesce_after_gives_way_to_bytes():
+    """A short backlog of big frames merges at once: ``coalesce_after`` holds only while
+    the queue is small in bytes, so a stalled client's point clouds never pile up."""
+    b = box(coalesce_after=3)
+    for i in range(3):
+        b.push(*upd("pc", "UPSERT", vertices=bytes([i]) * 100_000))
+    assert b.pending_bytes < 2 * 100_000
+    (m,) = drain(b)
+    assert m["data"]["nodes"][0]["vertices"] == b"\x02" * 100_000
+    with pytest.raises(ValueError):
+        box(coalesce_after=-1)
+
+
 @pytest.mark.parametrize("barrier", [
     {"etype": "SET", "data": {"tag": "Scene"}},
     {"etype": "ADD", "data": {"nodes": [{"key": "b"}], "to": None}},

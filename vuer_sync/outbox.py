@@ -5,16 +5,17 @@ connection takes batches with :meth:`Outbox.pop_batch` and reports them written 
 :meth:`Outbox.mark_written`, which is what :meth:`Outbox.wait_written` (``flush``) waits for.
 
 **Coalescing.** While a message is still queued, a newer one with the same merge key is merged
-into it; a message with no key is a barrier: nothing queued before it is merged with anything
-queued after it. The outbox knows no message kinds: its coalescing policy (by default
-:class:`~vuer_sync.coalesce.MessageCoalescing`, see :mod:`vuer_sync.coalesce`) gives each
-message's key and does the merge. For Vuer messages: a newer ``UPDATE`` (or an ``UPSERT`` with
-``to=None``) of exactly the same node keys is merged, property by property, latest value wins;
-a new large payload for a key (a point cloud) therefore replaces the unsent one. Any other
-message (``SET``, ``ADD``, ``REMOVE``, an ``UPSERT`` into a parent, an RPC request, a custom
-event) is a barrier, so the client sees the same final state, in the same order relative to
-every barrier, as without coalescing. "Unchanged" is never guessed: values are merged, never
-compared.
+into it once the client is behind: more than ``coalesce_after`` frames queued (0 by default: at
+once), or more than :data:`COALESCE_SLACK_BYTES`; a message with no key is a barrier: nothing
+queued before it is merged with anything queued after it. The outbox knows no message kinds:
+its coalescing policy (by default :class:`~vuer_sync.coalesce.MessageCoalescing`, see
+:mod:`vuer_sync.coalesce`) gives each message's key and does the merge. For Vuer messages: a
+newer ``UPDATE`` (or an ``UPSERT`` with ``to=None``) of exactly the same node keys is merged,
+property by property, latest value wins; a new large payload for a key (a point cloud)
+therefore replaces the unsent one. Any other message (``SET``, ``ADD``, ``REMOVE``, an
+``UPSERT`` into a parent, an RPC request, a custom event) is a barrier, so the client sees the
+same final state, in the same order relative to every barrier, as without coalescing.
+"Unchanged" is never guessed: values are merged, never compared.
 
 **Byte budget.** When more than ``max_bytes`` are queued, ``policy="block"`` makes the producer
 wait up to ``block_timeout`` seconds for the sender to catch up; if it does not (or with
@@ -58,6 +59,10 @@ __all__ = ["OutMessage", "Outbox", "coalesce_key", "merge_info"]
 # deque slot), counted in the byte budget so many tiny messages cannot exceed it unseen
 MESSAGE_OVERHEAD = 160
 
+#: ``coalesce_after`` holds only while the queue is this small in bytes: past it, updates
+#: merge at once (a stalled client's point clouds replace each other, never pile up)
+COALESCE_SLACK_BYTES = 64 << 10
+
 
 class OutMessage:
     """One queued frame: its bytes, its position and (when coalescible) its merge key.
@@ -84,7 +89,9 @@ class Outbox:
     ``coalescing``: the policy that keys and merges messages (see
     :class:`~vuer_sync.coalesce.Coalescing`); by default
     ``MessageCoalescing(encode, decode)``, where ``encode``/``decode`` turn a message map into
-    frame bytes and back (used only to merge).
+    frame bytes and back (used only to merge). ``coalesce_after``: how many queued frames
+    a client may be behind before newer updates merge into the newest queued one with
+    their key (a short backlog is sent as it is; see the module docstring).
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class Outbox:
         policy: str = "block",
         block_timeout: float = 2.0,
         coalescing: Optional[Coalescing] = None,
+        coalesce_after: int = 0,
     ):
         if policy not in ("block", "disconnect"):
             raise ValueError("policy must be 'block' or 'disconnect'")
@@ -109,11 +117,17 @@ class Outbox:
         self.max_bytes = int(max_bytes)
         self.policy = policy
         self.block_timeout = float(block_timeout)
+        if coalesce_after < 0:
+            raise ValueError("coalesce_after must be >= 0")
+        self.coalesce_after = int(coalesce_after)
         self._lock = threading.Lock()
         self._has_data = threading.Condition(self._lock)
         self._takers = 0  # threads waiting in pop_batch: push notifies only when there is one
         self._has_space = threading.Condition(self._lock)
         self._written = threading.Condition(self._lock)
+        # threads waiting in wait_written / for space: mark_written notifies only then (it
+        # runs once per frame written, on the I/O thread's hot path)
+        self._waiters = 0
         self._queue: Deque[OutMessage] = deque()
         self._index: Dict[CoalesceKey, OutMessage] = {}
         self._key_owner: Dict[str, CoalesceKey] = {}  # node key -> the mergeable entry's key
@@ -172,7 +186,9 @@ class Outbox:
             self.stats["queued"] += 1
             if ckey is not None:
                 prev = self._index.get(ckey)
-                if prev is not None:  # merged as the policy says (inlined: the hot path)
+                if prev is not None and (len(self._queue) > self.coalesce_after
+                                         or self._pending_bytes > COALESCE_SLACK_BYTES):
+                    # merged as the policy says (inlined: the hot path)
                     merged, prev.decoded, prev.props = self._merge(ckey, prev, payload, props)
                     nbytes = len(merged) + MESSAGE_OVERHEAD
                     self._pending_bytes += nbytes - prev.nbytes
@@ -242,7 +258,11 @@ class Outbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._has_space.wait(left)
+                self._waiters += 1
+                try:
+                    self._has_space.wait(left)
+                finally:
+                    self._waiters -= 1
             self._check_open()
             if self._pending_bytes == 0 or self._pending_bytes + nbytes <= self.max_bytes:
                 return
@@ -372,10 +392,13 @@ class Outbox:
 
     def mark_written(self, batch: List[OutMessage]) -> None:
         """Report frames taken by :meth:`pop_batch` as written to the socket."""
-        if not batch:
+        if len(batch) == 1:
+            n, payload_bytes = batch[0].nbytes, len(batch[0].payload)
+        elif batch:
+            n = sum(m.nbytes for m in batch)
+            payload_bytes = sum(len(m.payload) for m in batch)
+        else:
             return
-        n = sum(m.nbytes for m in batch)
-        payload_bytes = sum(len(m.payload) for m in batch)
         with self._lock:
             self._pending_bytes -= n
             self._in_flight -= len(batch)
@@ -387,8 +410,9 @@ class Outbox:
             self._written_seq = batch[-1].seq
             self.stats["sent"] += len(batch)
             self.stats["bytes_sent"] += payload_bytes
-            self._written.notify_all()
-            self._has_space.notify_all()
+            if self._waiters:
+                self._written.notify_all()
+                self._has_space.notify_all()
 
     def wait_written(self, seq: Optional[int] = None, timeout: Optional[float] = None) -> None:
         """Block until every frame queued up to ``seq`` (default: all so far) is written.
@@ -411,7 +435,11 @@ class Outbox:
                         f"flush timed out after {timeout} s with {len(self._queue)} frames "
                         f"({self._pending_bytes} bytes) still queued"
                     )
-                self._written.wait(left)
+                self._waiters += 1
+                try:
+                    self._written.wait(left)
+                finally:
+                    self._waiters -= 1
 
     def close(self, reason: str, drain: bool = False) -> None:
         """Stop accepting messages. With ``drain``, the sender still writes what is queued;

@@ -84,7 +84,11 @@ class Vuer:
     ``verbose``, ``queries``. Our own: ``token`` (``VUER_TOKEN``), ``allowed_origins``,
     ``allowed_hosts`` (``VUER_SYNC_ALLOWED_HOSTS``: names this server may be reached by
     besides loopback names and IP addresses, the DNS-rebinding guard), ``ping_interval``,
-    ``outbox_bytes``/``outbox_policy``/``outbox_timeout``, and the limits of
+    ``outbox_bytes``/``outbox_policy``/``outbox_timeout``, ``coalesce_after`` (3: a
+    client's queue merges a newer update of a node into a queued one only once more than
+    this many frames wait, so a short backlog, such as a pause of the garbage collector,
+    loses no intermediate update, while a client that stays behind gets the newest values;
+    0 merges as soon as anything is queued), and the limits of
     ``docs/security.md``: ``header_timeout`` (10 s for a request head), ``init_timeout``
     (30 s for a websocket's ``INIT``), ``max_connections``, ``inbound_bytes`` (memory for
     incomplete inbound messages, all connections together). ``io_threads`` (1): the
@@ -126,6 +130,7 @@ class Vuer:
         outbox_bytes: int = 256 << 20,
         outbox_policy: str = "block",
         outbox_timeout: float = 2.0,
+        coalesce_after: int = 3,
         free_port: bool = False,
         allowed_hosts: Optional[Sequence[str]] = None,
         header_timeout: float = 10.0,
@@ -161,9 +166,7 @@ class Vuer:
         self.allowed_origins = [o.strip() for o in allowed_origins if o.strip()]
         self.ping_interval = ping_interval
         self.send_timeout = float(send_timeout)
-        self.outbox_bytes = int(outbox_bytes)
-        self.outbox_policy = outbox_policy
-        self.outbox_timeout = float(outbox_timeout)
+        self._outbox_options(outbox_bytes, outbox_policy, outbox_timeout, coalesce_after)
         if free_port:
             warnings.warn(FREE_PORT_IGNORED, stacklevel=2)
         self._set_limits(allowed_hosts, header_timeout, init_timeout, max_connections,
@@ -181,6 +184,19 @@ class Vuer:
         #: the hands and controllers of whichever headset sent last (docs/teleop.md)
         self.hands = hand_stream()
         self.controllers = controller_stream()
+
+    def _outbox_options(self, max_bytes: int, policy: str, timeout: float,
+                        coalesce_after: int) -> None:
+        """Every client's outbox: its byte budget, what a producer meets past it, and how
+        many queued frames it takes before updates merge (checked here, not per client)."""
+        if policy not in ("block", "disconnect"):
+            raise ValueError(f"outbox_policy must be 'block' or 'disconnect', got {policy!r}")
+        if coalesce_after < 0:
+            raise ValueError(f"coalesce_after must be >= 0, got {coalesce_after!r}")
+        self.outbox_bytes = int(max_bytes)
+        self.outbox_policy = policy
+        self.outbox_timeout = float(timeout)
+        self.coalesce_after = int(coalesce_after)
 
     def _use_tls(self, tls: Optional[str]) -> None:
         """``tls="self-signed"``: a cached certificate for the LAN addresses, and a token."""
@@ -551,7 +567,8 @@ class Vuer:
             for name in ("host", "port", "cert", "key", "ca_cert", "cors", "workspace",
                          "queue_len", "WEBSOCKET_MAX_SIZE", "REQUEST_MAX_SIZE", "domain",
                          "client_url", "ping_interval", "send_timeout", "outbox_bytes",
-                         "outbox_policy", "outbox_timeout", "allowed_origins"):
+                         "outbox_policy", "outbox_timeout", "coalesce_after",
+                         "allowed_origins"):
                 lines.append(f"  {name} = {getattr(self, name)!r}")
             lines.append(f"  token = {'(set)' if self.token else None}")
         print("\n".join(lines) + "\n", flush=True)  # the one start-up banner

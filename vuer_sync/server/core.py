@@ -105,6 +105,7 @@ class SessionCore:
             max_bytes=app.outbox_bytes,
             policy=app.outbox_policy,
             block_timeout=app.outbox_timeout,
+            coalesce_after=app.coalesce_after,
         )
         self.rpc = PendingTable()
         self.till = PendingTable()
