@@ -229,6 +229,29 @@ def test_once_handler_and_cleanup(app):
     assert seen == [("once", 1), ("all", 1), ("all", 2)]
 
 
+def test_registry_handlers_added_and_removed_between_events():
+    """The lock-free view of an event type's handlers follows every change: a ``once``
+    handler added after a permanent one fires exactly once, a removed one never again."""
+    from vuer_sync.server.registry import Registry
+
+    reg = Registry()
+
+    def a(ev, s):
+        pass
+
+    def b(ev, s):
+        pass
+
+    drop_a = reg.add_handler("E", a, once=False)
+    assert list(reg.take_handlers("E")) == [a]
+    reg.add_handler("E", b, once=True)
+    assert list(reg.take_handlers("E")) == [a, b]
+    assert list(reg.take_handlers("E")) == [a]
+    drop_a()
+    assert list(reg.take_handlers("E")) == []
+    assert list(reg.take_handlers("OTHER")) == []
+
+
 def test_rpc_answered_timeout_and_close(app):
     app.start(block=False)
     c = VuerClient(f"ws://127.0.0.1:{app.port}")

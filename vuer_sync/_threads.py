@@ -207,13 +207,14 @@ class SerialQueue:
 
     def _drain(self) -> None:
         while True:
-            with self._lock:
+            with self._lock:  # take everything queued: one lock per run, not per call
                 if not self._queue:
                     self._running = False
                     self._idle.notify_all()
                     return
-                fn, args = self._queue.popleft()
-            run_handler(fn, args)
+                todo, self._queue = self._queue, collections.deque()
+            for fn, args in todo:
+                run_handler(fn, args)
 
     def stop(self) -> _Drained:
         """Take no more calls; the returned handle joins the ones queued."""

@@ -43,6 +43,9 @@ class Registry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._handlers: Dict[str, Dict[int, Tuple[Handler, bool]]] = {}
+        # event types whose handlers are all permanent -> those handlers (read without the
+        # lock on every inbound event; replaced, never mutated, under the lock)
+        self._plain: Dict[str, Tuple[Handler, ...]] = {}
         self._handler_ids = 0
         self.registered: Dict[type, List[Any]] = {}
         self.spawns: List[Tuple[SessionFn, Dict[str, Any]]] = []
@@ -57,6 +60,7 @@ class Registry:
             self._handler_ids += 1
             hid = self._handler_ids
             self._handlers.setdefault(event_type, {})[hid] = (fn, once)
+            self._refresh(event_type)
 
         def cleanup() -> None:
             with self.lock:
@@ -65,11 +69,24 @@ class Registry:
                     hs.pop(hid, None)
                     if not hs:
                         del self._handlers[event_type]
+                    self._refresh(event_type)
 
         return cleanup
 
+    def _refresh(self, etype: str) -> None:
+        """(Under the lock.) The lock-free view of ``etype``'s handlers, when none is
+        ``once`` (those must be taken under the lock, exactly once)."""
+        hs = self._handlers.get(etype)
+        if hs and not any(once for _, once in hs.values()):
+            self._plain[etype] = tuple(fn for fn, _ in hs.values())
+        else:
+            self._plain.pop(etype, None)
+
     def take_handlers(self, etype: str) -> Sequence[Handler]:
         """The handlers to call for one ``etype`` event (``once`` handlers are removed)."""
+        plain = self._plain.get(etype)  # permanent handlers only: no lock (the usual case)
+        if plain is not None:
+            return plain
         if etype not in self._handlers:  # no handler: skip the lock (a dict read is atomic)
             return ()
         with self.lock:
@@ -82,6 +99,7 @@ class Registry:
                         del hs[hid]
                 if not hs:
                     del self._handlers[etype]
+                self._refresh(etype)
         return todo
 
     def spawns_for(self, init: ClientEvent) -> List[SessionFn]:
