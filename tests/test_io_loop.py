@@ -284,3 +284,46 @@ def test_a_client_that_takes_nothing_for_send_timeout_is_dropped(no_thread_leak)
         dropped = app.stats["dropped"]
         assert sum(dropped.values()) > 0, dropped
         stalled.close()
+
+
+def test_a_wake_up_keeps_the_gil():
+    """The loop's wake-up write keeps the caller's GIL (``wake_writer``): a thread that
+    wants the GIL does not get it during the write, as it would during ``socket.send``
+    (the producer then waited for the woken loop's Python work on every broadcast)."""
+    import socket
+    import sys
+
+    from vuer_sync._threads import wake_writer
+
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    wake = wake_writer(b)
+    count = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin, daemon=True)
+    interval = sys.getswitchinterval()
+    t.start()
+    try:
+        while count[0] == 0:
+            time.sleep(0.001)
+        sys.setswitchinterval(0.5)  # from here this thread keeps the GIL unless it lets go
+        before = count[0]
+        wakes = 0
+        while wakes < 200 and count[0] == before:  # with a send, the other thread takes
+            wake()                                  # the GIL at one of the releases
+            wakes += 1
+        during = count[0] - before
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        t.join(5)
+        got = a.recv(4096)
+        a.close()
+        b.close()
+    assert got == b"\0" * wakes
+    assert during == 0

@@ -53,7 +53,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence, Tuple
 
-from ._threads import start_thread
+from ._threads import start_thread, wake_writer
 from .outbox import Outbox, OutMessage
 from .transport import ConnectionClosed
 from .transport.frames import OP_BINARY
@@ -136,6 +136,7 @@ class IoLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._wake_write = wake_writer(self._wake_w)  # keeps the GIL: see wake_writer
         self._sel.register(self._wake_r, _READ, None)
         self._ready: Deque[LoopChannel] = collections.deque()
         self._calls: Deque[Callable[[], Any]] = collections.deque()
@@ -188,10 +189,7 @@ class IoLoop:
 
     def _wake(self) -> None:
         self._woken = True
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass
+        self._wake_write()
 
     def stop(self, timeout: float = 2.0) -> None:
         """End the loop thread (connections still registered are closed) and join it."""
