@@ -11,12 +11,13 @@ messages from another client (our store: by receiving them; vuer-rtc: with
 
 Ours runs a fixed number of ops per case, ``--reps`` times (default 3), the journal sizes
 interleaved and their order alternating (0 → 100k, then 100k → 0, ...); each figure is the
-median with [min-max] of the repetitions, in ops per second of CPU time (``process_time``:
-less sensitive to other processes on a shared machine), of CPU time outside the cyclic
-GC's collections, and of wall time.  The GC runs as usual; its collections (count, CPU
+median with [min-max] of the repetitions, in ops per second of wall time, of CPU time
+(``process_time``: less sensitive to other processes on a shared machine) and of CPU time
+outside the cyclic GC's collections.  The GC runs as usual; its collections (count, CPU
 time) are reported per case.  *Flat* (the goal) means: the median at the largest journal
 is >= 90% of the one at journal 0, for edit+commit and for receive, in ops per second of
-CPU time outside the GC (see :func:`flatness` for why the GC's time is shown, not judged).
+wall time, the GC's time included (see :func:`flatness`; the figure outside the GC is
+reported beside it).
 vuer-rtc runs once per size (in the first repetition; its 10k case takes seconds per op)
 with a time budget.
 
@@ -38,6 +39,7 @@ Usage::
     python benchmarks/bench_rtc.py            # full run (~1-2 min)
     python benchmarks/bench_rtc.py --reps 5   # more repetitions of our cases
     python benchmarks/bench_rtc.py --smoke    # tiny sizes, a few seconds
+    python benchmarks/bench_rtc.py --sizes 0,100000   # only these journal sizes
     python benchmarks/bench_rtc.py --vuer-rtc-100k
     python benchmarks/bench_rtc.py --relay    # also the Redis relay rows (needs redis-server)
 
@@ -114,7 +116,7 @@ def _rate(
             "ms_per_op": float(f"{1000 * dt / n:.4g}")}
 
 
-FLAT_RATIO = 0.9  # the flatness criterion: largest journal >= 90% of journal 0 (CPU medians)
+FLAT_RATIO = 0.9  # the flatness criterion: largest journal >= 90% of journal 0 (wall medians)
 
 
 class _GcWatch:
@@ -270,31 +272,42 @@ def bench_ours_reps(sizes: List[int], count: int, reps: int,
 def flatness(rows: List[Dict[str, Any]], ratio: float = FLAT_RATIO) -> Dict[str, Any]:
     """The flatness criterion from the medians: for edit+commit and receive, the median at
     the largest journal over the one at journal 0 must be >= ``ratio``, in ops per second
-    of CPU time spent outside the cyclic GC (``work``). The GC's own time is reported
-    beside it (``cpu``: everything) but not judged: CPython starts a full collection when
-    the tracked objects grew by a quarter, so a fixed window at journal 0 (a small heap,
-    growing fast) holds several short ones and the same window at 100k holds one long one
-    or none; its cost per op, over time, does not depend on the journal's length.
+    of wall time, the cyclic GC's time included (``wall_ratio``, what a user's clock sees).
+    Beside it: ``cpu_ratio`` (CPU time, the GC included) and ``work_ratio`` (CPU time
+    outside the GC's collections, the criterion before a journal entry was made to keep a
+    single GC-tracked object).
+
+    Why the GC's time can be judged: CPython starts a full collection when the tracked
+    objects that survived the young generations grew by a quarter of the long-lived ones,
+    and a full collection walks every tracked object, so its cost per op is about
+    4 x (tracked objects each op leaves) x (cost of walking one), whatever the heap's
+    size. It is flat as long as the journal adds no tracked objects of its own beyond the
+    one per entry that each op creates (``tests/rtc/test_rtc_gc.py``); with five per
+    entry (the messages kept as they came) it was not: 77% wall for edit+commit at 100k.
+    A fixed window still holds a whole number of full collections (at journal 0 a few
+    short ones, at 100k one long one or none), hence the spread of the repetitions.
 
     >>> row = lambda n, e, r: {"journal": n, "ours": {
     ...     "edit_commit": {"work_per_s": e, "cpu_per_s": e, "per_s": e},
     ...     "receive": {"work_per_s": r, "cpu_per_s": r, "per_s": r}}}
     >>> f = flatness([row(0, 100, 200), row(9, 95, 150)])
-    >>> f["met"], f["edit_commit"]["work_ratio"], f["receive"]["work_ratio"]
-    (False, 0.95, 0.75)
+    >>> f["met"], f["judged"], f["edit_commit"]["wall_ratio"], f["receive"]["wall_ratio"]
+    (False, 'wall_ratio', 0.95, 0.75)
     """
     first, last = rows[0], rows[-1]
-    out: Dict[str, Any] = {"criterion": f"ops/s (CPU time outside the GC, median) at journal "
-                                        f"{last['journal']:,} >= {ratio:.0%} of journal "
-                                        f"{first['journal']:,}, edit+commit and receive",
+    out: Dict[str, Any] = {"criterion": f"ops/s (wall time, the GC's included, median) at "
+                                        f"journal {last['journal']:,} >= {ratio:.0%} of "
+                                        f"journal {first['journal']:,}, edit+commit and "
+                                        f"receive",
+                           "judged": "wall_ratio",
                            "ratio": ratio, "from": first["journal"], "to": last["journal"]}
     met = True
     for key in ("edit_commit", "receive"):
         a, b = first["ours"][key], last["ours"][key]
-        r = round(b["work_per_s"] / a["work_per_s"], 3)
-        out[key] = {"work_ratio": r, "cpu_ratio": round(b["cpu_per_s"] / a["cpu_per_s"], 3),
+        out[key] = {"work_ratio": round(b["work_per_s"] / a["work_per_s"], 3),
+                    "cpu_ratio": round(b["cpu_per_s"] / a["cpu_per_s"], 3),
                     "wall_ratio": round(b["per_s"] / a["per_s"], 3)}
-        met = met and r >= ratio
+        met = met and out[key]["wall_ratio"] >= ratio
     out["met"] = met
     return out
 
@@ -326,11 +339,11 @@ def rtc_goals(rows: List[Dict[str, Any]], flat: Dict[str, Any], reps: int
     def part(key: str, label: str) -> str:
         a, b = rows[0]["ours"][key], rows[-1]["ours"][key]
         f = flat[key]
-        return (f"{label} {a['work_per_s']:,.0f} [{a['work_per_s_range'][0]:,.0f}-"
-                f"{a['work_per_s_range'][1]:,.0f}] -> {b['work_per_s']:,.0f} "
-                f"[{b['work_per_s_range'][0]:,.0f}-{b['work_per_s_range'][1]:,.0f}]/s "
-                f"({f['work_ratio']:.0%}; with the GC's time {f['cpu_ratio']:.0%}, wall "
-                f"{f['wall_ratio']:.0%})")
+        return (f"{label} {a['per_s']:,.0f} [{a['per_s_range'][0]:,.0f}-"
+                f"{a['per_s_range'][1]:,.0f}] -> {b['per_s']:,.0f} "
+                f"[{b['per_s_range'][0]:,.0f}-{b['per_s_range'][1]:,.0f}]/s wall "
+                f"({f['wall_ratio']:.0%}; CPU time {f['cpu_ratio']:.0%}, CPU time outside "
+                f"the GC {f['work_ratio']:.0%})")
 
     goals.append({"goal": f"rtc throughput flat from journal {flat['from']:,} to "
                           f"{flat['to']:,} (issue 21)",
@@ -649,6 +662,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                     help="also the durable relay rows (app.rtc on Redis; needs redis-server)")
     ap.add_argument("--reps", type=int, default=3,
                     help="interleaved repetitions of our cases (default 3)")
+    ap.add_argument("--sizes", default=None,
+                    help="comma-separated journal sizes instead of the default ones "
+                         "(e.g. 0,100000: a quick flatness check)")
     ap.add_argument("--out", default=None,
                     help="JSON path (default benchmarks/out/rtc.json, rtc-smoke.json with --smoke)")
     args = ap.parse_args(argv)
@@ -661,6 +677,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     else:
         sizes, theirs_max, count = [0, 1000, 10_000, 100_000], 10_000, 30_000
         max_iter, their_budget, mem_nodes = 5000, 3.0, 10_000
+    if args.sizes:
+        sizes = sorted({int(x) for x in args.sizes.split(",")})
     if args.vuer_rtc_100k:
         theirs_max = 100_000
     relay = bench_relay(args.smoke) if args.relay else None

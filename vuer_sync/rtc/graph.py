@@ -37,8 +37,8 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from .common import MISSING, PENDING_LT
-from .ops import META_OTYPES, NODE_OTYPES
-from .register import Entry, MsgRecord, Register, TreeRegister, ValueRegister, group_first
+from .ops import META_OTYPES, NODE_OTYPES, atoms_tuple, hot_op
+from .register import MsgRecord, Register, TreeRegister, ValueRegister, group_first
 from .sessions import SessionTracker
 from .text import TextSeq
 from .tree import SceneNode, Tree
@@ -205,18 +205,18 @@ class SceneGraph:
         return reg
 
     def _push(self, reg: Register, rec: MsgRecord, op: Any, key: Tuple[Any, ...]) -> None:
-        e = Entry(key, op, rec, reg)
-        rec.add_entry(e)
+        rec.add_entry(reg, key)
         rec.live += 1
         self.active.add(reg)
-        reg.add(e)
+        reg.add(key, op, rec)
 
-    def add_op(self, rec: MsgRecord, op: Mapping[str, Any], idx: int) -> None:
-        """Expand op number ``idx`` of ``rec`` into register entries and apply them."""
+    def add_op(self, rec: MsgRecord, op: Mapping[str, Any], idx: int) -> bool:
+        """Expand op number ``idx`` of ``rec`` into register entries and apply them.
+        Returns whether it is a meta op (undo, redo, seal: no entries)."""
         ot = op.get("otype")
         base = rec.key
         if ot in META_OTYPES:
-            return
+            return True
         if ot in NODE_OTYPES:
             v = op.get("value")
             if ot == "node.insert":
@@ -227,7 +227,9 @@ class SceneGraph:
                     k = (*base, idx, sub)
                     self._push(self.treg, rec, top, k)
                     for pk, pv in props:  # ("init", value): the node's initial properties
-                        self._push(self.value_register(top[1], pk), rec, ("init", pv), k)
+                        t = atoms_tuple(pv)  # a list of atoms as a tuple: not GC-tracked
+                        self._push(self.value_register(top[1], pk), rec,
+                                   ("init", pv if t is None else t), k)
             elif ot == "node.remove" and type(v) is str:
                 self._push(self.treg, rec, ("rm", v), (*base, idx, 0))
             elif (
@@ -239,29 +241,30 @@ class SceneGraph:
                 self._push(self.treg, rec, ("mv", v["nodeKey"], v["newParent"]), (*base, idx, 0))
             else:
                 self.stats["rejected"] += 1
-            return
+            return False
         key, path = op.get("key"), op.get("path")
         if type(key) is not str or type(path) is not str:
             self.stats["rejected"] += 1
-            return
-        self._push(self.value_register(key, path), rec, op, (*base, idx, 0))
+            return False
+        self._push(self.value_register(key, path), rec, hot_op(op), (*base, idx, 0))
+        return False
 
     def drop_op(self, rec: MsgRecord, idx: int) -> None:
         """Remove the entries of op ``idx`` (the last op) of a pending record."""
         while True:
             last = rec.last_entry()
-            if last is None or last.key[3] != idx:
+            if last is None or last[1][3] != idx:
                 break
-            e = rec.pop_entry()
+            reg, key = rec.pop_entry()
             rec.live -= 1
-            e.reg.drop(e)
+            reg.drop(key)
 
     def drop_all(self, rec: MsgRecord) -> None:
         """Remove every entry of a pending record (cancel)."""
         while rec.last_entry() is not None:
-            e = rec.pop_entry()
+            reg, key = rec.pop_entry()
             rec.live -= 1
-            e.reg.drop(e)
+            reg.drop(key)
 
     # -- messages -------------------------------------------------------------------
     def _status(self, rec: MsgRecord) -> bool:
@@ -274,8 +277,8 @@ class SceneGraph:
         return best is not None and best[1] == "meta.undo"
 
     def refresh(self, rec: MsgRecord) -> None:
-        for e in group_first(rec.entries):
-            e.reg.refresh(e)
+        for reg, key in group_first(rec.entries):
+            reg.refresh(key)
 
     def _metas(self, rec: MsgRecord, ops: List[Dict[str, Any]]) -> None:
         for idx, op in enumerate(ops):
@@ -323,8 +326,10 @@ class SceneGraph:
         rec.acked, rec.own = acked, own
         rec.excluded = self._status(rec) if status is None else status
         self.msgs[rec.id] = rec
+        meta = True
         for idx, op in enumerate(msg.ops):
-            self.add_op(rec, op, idx)
+            meta = self.add_op(rec, op, idx) and meta
+        rec.meta = meta
         if not skip_meta:
             self._metas(rec, msg.ops)
         self.stats["messages"] += 1
@@ -337,12 +342,13 @@ class SceneGraph:
 
     def commit_pending(self, rec: MsgRecord, msg: CRDTMessage) -> None:
         """Turn the pending record into the committed message ``msg``."""
-        rec.lt, rec.seq, rec.msg = msg.lt, msg.seq, msg
+        rec.lt, rec.seq = msg.lt, msg.seq
+        rec.set_msg(msg)
         rec.key = (msg.lt, msg.client, msg.id)
         rec.pending = False
-        by_reg: Dict[int, Tuple[Register, List[Tuple[Entry, Tuple[Any, ...]]]]] = {}
-        for e in rec.entries:
-            by_reg.setdefault(id(e.reg), (e.reg, []))[1].append((e, rec.key + e.key[3:]))
+        by_reg: Dict[int, Tuple[Register, List[Tuple[Tuple[Any, ...], Tuple[Any, ...]]]]] = {}
+        for reg, old, new in rec.rebase(rec.key):
+            by_reg.setdefault(id(reg), (reg, []))[1].append((old, new))
         # the tree last: re-keying a pending node.remove moves its node's cut, which
         # re-folds that node's property registers (already holding their committed keys)
         tree_items = by_reg.pop(id(self.treg), None)
@@ -362,7 +368,7 @@ class SceneGraph:
         records dropped."""
         for reg in list(self.active):
             reg.truncate(final)
-            if not reg.entries:
+            if not reg.keys:
                 self.active.discard(reg)
         gone = [r for r in self.msgs.values() if r.live == 0 and final(r)]
         for r in gone:
@@ -375,7 +381,7 @@ class SceneGraph:
         """Re-fold every register from its compacted base (consistency self-check)."""
         self.treg.replay_all()
         for reg in list(self.iter_regs()):
-            if reg.entries:
+            if reg.keys:
                 reg.replay_all()
 
 

@@ -33,7 +33,10 @@ __all__ = [
     "OTYPES",
     "TEXT_OTYPES",
     "VALUE_OTYPES",
+    "VECTOR_OTYPES",
     "apply_value",
+    "atoms_tuple",
+    "hot_op",
     "merge_values",
     "normalize_op",
     "quat_mul",
@@ -386,6 +389,45 @@ def untracked_inv(inv: Tuple[Any, ...]) -> Tuple[Any, ...]:
     return ("vt", *inv[1])
 
 
+#: Ops whose ``value`` is a vector: their handlers read a tuple exactly as the equal list.
+VECTOR_OTYPES = frozenset(ot for ot, chk in VALUE_CHECK.items() if chk in (_VEC3, _VEC4))
+
+
+def atoms_tuple(v: Any) -> Any:
+    """``tuple(v)`` if ``v`` is a list of atoms (numbers, strings, ``None``), else ``None``.
+
+    >>> atoms_tuple([1, 2.5, "x"]), atoms_tuple([[1]]), atoms_tuple("ab")
+    ((1, 2.5, 'x'), None, None)
+    """
+    if type(v) is not list:
+        return None
+    atoms = _ATOMS
+    for x in v:
+        if type(x) not in atoms:
+            return None
+    return tuple(v)
+
+
+def hot_op(op: Any) -> Any:
+    """The form of a property op a register keeps for as long as its journal entry lives:
+    ``op`` itself (a dict of atoms is never tracked by the cyclic GC), or for a vector op
+    (:data:`VECTOR_OTYPES`) whose value is a list, ``("vec", otype, tuple(value))``: a
+    tuple of atoms, which the GC stops tracking at its first collection, where a dict
+    holding a tuple or a list is tracked until a full one. The register applies it as
+    ``{"otype": otype, "value": value}`` (its handler reads a tuple as the equal list).
+
+    >>> op = {"otype": "vector3.set", "key": "n", "path": "p", "value": [1, 2, 3]}
+    >>> hot_op(op), apply_value(None, {"otype": "vector3.set", "value": (1, 2, 3)}, "", 0)
+    (('vec', 'vector3.set', (1, 2, 3)), ([1, 2, 3], ('v', None)))
+    """
+    v = op.get("value")
+    if type(v) is list:
+        ot = op.get("otype")
+        if ot in VECTOR_OTYPES:
+            return ("vec", ot, tuple(v))
+    return op
+
+
 def rollback_value(cur: Any, inv: Tuple[Any, ...]) -> Any:
     """Undo the effect recorded by ``inv`` and return the restored value."""
     kind = inv[0]
@@ -450,7 +492,7 @@ def normalize_op(op: Mapping[str, Any]) -> Dict[str, Any]:
     >>> normalize_op({"ot": "number.set", "key": "n", "path": "x", "value": 1})
     {'key': 'n', 'path': 'x', 'value': 1, 'otype': 'number.set'}
     """
-    if not isinstance(op, Mapping):
+    if type(op) is not dict and not isinstance(op, Mapping):  # (typing's isinstance: slow)
         raise ValueError(f"an op must be a dict, got {type(op).__name__}")
     out = {k: v for k, v in op.items() if k not in ("ot", "otype")}
     ot = op.get("otype", op.get("ot"))

@@ -35,36 +35,54 @@ from .ops import (
 )
 from .text import TextSeq
 from .values import json_copy
+from .wire import CRDTMessage, freeze_ops, thaw_ops
 
 if TYPE_CHECKING:  # pragma: no cover
     from .graph import SceneGraph
     from .tree import Tree
-    from .wire import CRDTMessage
 
-__all__ = ["Entry", "MsgRecord", "Register", "TreeRegister", "ValueRegister"]
+__all__ = ["EntryRef", "MsgRecord", "Register", "TreeRegister", "ValueRegister"]
 
 Key = Tuple[Any, ...]
+#: One register entry of a message: its register and its ordering key (the very tuple the
+#: register holds, so the register finds it by identity).
+EntryRef = Tuple["Register", Key]
 
 
 class MsgRecord:
     """Replica-side bookkeeping for one message (committed, received or pending).
 
-    Its register entries are kept as the first one plus a list of the others (created only
-    for a message of several entries): most messages have one op, and a record lives as
-    long as the journal keeps it, so this spares the cyclic GC a list per journal entry.
+    A record lives as long as the journal keeps its message, and every full collection of
+    the cyclic GC walks what it keeps tracked, so a record is the *only* tracked object of
+    a journal entry. The message's fields are atoms in one tuple (:attr:`cold`: ``ts``,
+    ``uw``, ``desc`` and the ops as msgpack bytes, :func:`~vuer_sync.rtc.wire.freeze_ops`),
+    which the GC stops tracking, and :attr:`clock`, a dict of atoms the GC does not track
+    (a tuple holding a dict is always tracked: hence a slot of its own); :attr:`msg`
+    rebuilds the message on demand. Its register entries live in the registers' own lists
+    (no object per entry); the record only knows where they are: the first as two slots,
+    the others (a message of several ops) in a list of :data:`EntryRef`.
+
+    >>> m = CRDTMessage(id="a:1", client="a", lt=3, ts=1.5, clock={"a": 1}, seq=1,
+    ...                 ops=[{"otype": "number.set", "key": "n", "path": "x", "value": 1}])
+    >>> rec = MsgRecord(m.id, m.client, m.sid, m.seq, m.lt, m)
+    >>> rec.msg == m, type(rec.frozen_ops)
+    (True, <class 'bytes'>)
     """
 
     __slots__ = (
-        "_first",
+        "_ekey",
         "_more",
+        "_reg",
         "acked",
         "client",
+        "clock",
+        "cold",
         "excluded",
         "id",
         "key",
         "live",
         "lt",
-        "msg",
+        "meta",
         "own",
         "pending",
         "seq",
@@ -86,37 +104,85 @@ class MsgRecord:
         self.seq = seq
         self.lt = lt
         self.key: Key = (lt, client, mid)
-        self.msg = msg
         self.excluded = False  # undone
         self.acked = True
         self.own = False
         self.pending = False
-        self._first: Optional[Entry] = None
-        self._more: Optional[List[Entry]] = None
+        self.meta = False  # every op is a meta op (set by SceneGraph.integrate)
+        self._reg: Optional[Register] = None
+        self._ekey: Key = ()
+        self._more: Optional[List[EntryRef]] = None
         self.live = 0  # entries still held by registers
+        #: ``(ts, uw, desc, frozen ops)`` of the message, ``None`` while pending
+        self.cold: Optional[Tuple[Any, ...]] = None
+        self.clock: Dict[str, int] = {}
+        if msg is not None:
+            self.cold = (msg.ts, msg.uw, msg.desc, freeze_ops(msg.ops))
+            self.clock = msg.clock
+
+    def set_msg(self, msg: CRDTMessage) -> None:
+        """Keep ``msg``'s fields (its ops frozen); :attr:`msg` gives back an equal one."""
+        self.cold = (msg.ts, msg.uw, msg.desc, freeze_ops(msg.ops))
+        self.clock = msg.clock
 
     @property
-    def entries(self) -> List[Entry]:
+    def ts(self) -> Optional[float]:
+        """The message's ``ts`` (``None`` while pending)."""
+        cold = self.cold
+        return None if cold is None else cold[0]
+
+    @property
+    def frozen_ops(self) -> Any:
+        """The message's ops as :func:`~vuer_sync.rtc.wire.freeze_ops` keeps them."""
+        cold = self.cold
+        return None if cold is None else cold[3]
+
+    @property
+    def msg(self) -> Optional[CRDTMessage]:
+        """The message (rebuilt: a new object equal to the one integrated), or ``None``
+        for a pending record."""
+        cold = self.cold
+        if cold is None:
+            return None
+        ts, uw, desc, ops = cold
+        return CRDTMessage(
+            id=self.id,
+            client=self.client,
+            lt=self.lt,
+            ops=thaw_ops(ops),
+            ts=ts,
+            clock=self.clock,
+            sid=self.sid,
+            seq=self.seq,
+            uw=uw,
+            desc=desc,
+        )
+
+    @property
+    def entries(self) -> List[EntryRef]:
         """This message's register entries, in the order they were added (a new list)."""
-        first = self._first
-        if first is None:
+        reg = self._reg
+        if reg is None:
             return []
+        first = (reg, self._ekey)
         return [first] if self._more is None else [first, *self._more]
 
-    def add_entry(self, e: Entry) -> None:
-        """Append ``e`` to :attr:`entries`."""
-        if self._first is None:
-            self._first = e
+    def add_entry(self, reg: Register, key: Key) -> None:
+        """Append the entry ``key`` of ``reg`` to :attr:`entries`."""
+        if self._reg is None:
+            self._reg, self._ekey = reg, key
         elif self._more is None:
-            self._more = [e]
+            self._more = [(reg, key)]
         else:
-            self._more.append(e)
+            self._more.append((reg, key))
 
-    def last_entry(self) -> Optional[Entry]:
+    def last_entry(self) -> Optional[EntryRef]:
         """The last of :attr:`entries` (``None`` if there is none)."""
-        return self._more[-1] if self._more else self._first
+        if self._more:
+            return self._more[-1]
+        return None if self._reg is None else (self._reg, self._ekey)
 
-    def pop_entry(self) -> Entry:
+    def pop_entry(self) -> EntryRef:
         """Remove and return the last of :attr:`entries` (``IndexError`` if none)."""
         more = self._more
         if more:
@@ -124,146 +190,158 @@ class MsgRecord:
             if not more:
                 self._more = None
             return e
-        first = self._first
-        if first is None:
+        reg = self._reg
+        if reg is None:
             raise IndexError("pop from a record without entries")
-        self._first = None
-        return first
+        e = (reg, self._ekey)
+        self._reg, self._ekey = None, ()
+        return e
+
+    def rebase(self, base: Key) -> List[Tuple[Register, Key, Key]]:
+        """Re-key every entry onto ``base`` (the committed ``(lt, client, id)`` of a pending
+        record): returns ``(register, old key, new key)`` for each, in order."""
+        reg = self._reg
+        if reg is None:
+            return []
+        old = self._ekey
+        self._ekey = new = base + old[3:]
+        out = [(reg, old, new)]
+        more = self._more
+        if more:
+            for j, (r, k) in enumerate(more):
+                nk = base + k[3:]
+                more[j] = (r, nk)
+                out.append((r, k, nk))
+        return out
 
     def clear_entries(self) -> None:
-        """Forget every entry (the record was compacted)."""
-        self._first = self._more = None
+        """Forget every entry (the record was compacted, or is re-keyed)."""
+        self._reg, self._ekey, self._more = None, (), None
 
     def __repr__(self) -> str:
         return f"MsgRecord({self.id!r}, lt={self.lt}, excluded={self.excluded})"
 
 
-class Entry:
-    """One op (or one part of an expanded op) inside one register."""
-
-    __slots__ = ("inv", "key", "op", "rec", "reg")
-
-    def __init__(self, key: Key, op: Any, rec: MsgRecord, reg: Register) -> None:
-        self.key = key
-        self.op = op
-        self.rec = rec
-        self.reg = reg
-        self.inv: Any = None
-
-
 class Register:
-    """Sorted entries + fold; subclasses define ``_do``/``_undo``/``publish``."""
+    """Sorted entries + fold; subclasses define ``_do``/``_undo``/``publish``.
 
-    __slots__ = ("entries", "floor", "graph", "keys")
+    Entry ``i`` is ``keys[i]`` (its ordering key), ``ops[i]`` (the op, or a tuple for the
+    tree and for a node's initial properties), ``recs[i]`` (its message's record) and
+    ``invs[i]`` (what rolls its effect back, ``None`` if it had none): four lists per
+    register rather than an object per entry, which the cyclic GC would have to walk."""
+
+    __slots__ = ("floor", "graph", "invs", "keys", "ops", "recs")
 
     def __init__(self, graph: SceneGraph) -> None:
         self.graph = graph
         # the immutable () until the first op arrives (most registers are idle), so an
         # idle register costs no lists; add() swaps in real lists
         self.keys: List[Key] = ()  # type: ignore[assignment]
-        self.entries: List[Entry] = ()  # type: ignore[assignment]
+        self.ops: List[Any] = ()  # type: ignore[assignment]
+        self.recs: List[MsgRecord] = ()  # type: ignore[assignment]
+        self.invs: List[Any] = ()  # type: ignore[assignment]
         self.floor: Optional[Key] = None  # key of the newest compacted entry
 
-    def _do(self, e: Entry) -> None:  # pragma: no cover - abstract
+    def _do(self, i: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _undo(self, e: Entry) -> None:  # pragma: no cover - abstract
+    def _undo(self, i: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def publish(self) -> None:
         """Push the current value to the live scene graph view."""
 
     def _rewind(self, pos: int) -> None:
-        entries = self.entries
-        for i in range(len(entries) - 1, pos - 1, -1):
-            self._undo(entries[i])
+        for i in range(len(self.keys) - 1, pos - 1, -1):
+            self._undo(i)
 
     def _replay(self, pos: int) -> None:
-        entries = self.entries
-        for i in range(pos, len(entries)):
-            self._do(entries[i])
+        for i in range(pos, len(self.keys)):
+            self._do(i)
 
-    def _pos(self, e: Entry) -> int:
-        pos = bisect_left(self.keys, e.key)
-        entries = self.entries
-        while entries[pos] is not e:
+    def _pos(self, key: Key) -> int:
+        """Index of the entry whose key is the object ``key``."""
+        keys = self.keys
+        pos = bisect_left(keys, key)
+        while keys[pos] is not key:
             pos += 1
         return pos
 
-    def add(self, e: Entry) -> None:
-        keys, k = self.keys, e.key
+    def add(self, key: Key, op: Any, rec: MsgRecord) -> None:
+        """Insert the entry ``(key, op, rec)`` in key order and fold it in."""
+        keys = self.keys
         if type(keys) is tuple:
             keys = self.keys = []
-            self.entries = []
-        if not keys or k > keys[-1]:
-            if self.floor is not None and k < self.floor:
-                self._below_floor(e)
-            keys.append(k)
-            self.entries.append(e)
-            self._do(e)
+            self.ops, self.recs, self.invs = [], [], []
+        if not keys or key > keys[-1]:
+            if self.floor is not None and key < self.floor:
+                self._below_floor(rec)
+            keys.append(key)
+            self.ops.append(op)
+            self.recs.append(rec)
+            self.invs.append(None)
+            self._do(len(keys) - 1)
         else:
-            if self.floor is not None and k < self.floor:
-                self._below_floor(e)
-            pos = bisect_right(keys, k)
+            if self.floor is not None and key < self.floor:
+                self._below_floor(rec)
+            pos = bisect_right(keys, key)
             self._rewind(pos)
-            keys.insert(pos, k)
-            self.entries.insert(pos, e)
+            keys.insert(pos, key)
+            self.ops.insert(pos, op)
+            self.recs.insert(pos, rec)
+            self.invs.insert(pos, None)
             self._replay(pos)
             self.graph.stats["late"] += 1
         self.publish()
 
-    def _below_floor(self, e: Entry) -> None:
+    def _below_floor(self, rec: MsgRecord) -> None:
         self.graph.stats["below_horizon"] += 1
         log.warning(
             "op of %s sorts before already compacted ops (compaction contract violated); "
             "applied after them",
-            e.rec.id,
+            rec.id,
         )
 
-    def refresh(self, e: Entry) -> None:
-        """Re-fold from ``e`` on (its message was undone or redone)."""
-        pos = self._pos(e)
+    def refresh(self, key: Key) -> None:
+        """Re-fold from the entry ``key`` on (its message was undone or redone)."""
+        pos = self._pos(key)
         self._rewind(pos)
         self._replay(pos)
         self.publish()
 
-    def drop(self, e: Entry) -> None:
-        """Remove ``e`` (a cancelled or re-merged local edit) and re-fold after it."""
-        pos = self._pos(e)
+    def drop(self, key: Key) -> None:
+        """Remove the entry ``key`` (a cancelled or re-merged local edit) and re-fold
+        after it."""
+        pos = self._pos(key)
         self._rewind(pos)
-        del self.keys[pos], self.entries[pos]
+        del self.keys[pos], self.ops[pos], self.recs[pos], self.invs[pos]
         self._replay(pos)
         self.publish()
 
-    def rekey(self, e: Entry, key: Key) -> None:
-        """Give a pending entry its committed key (which sorts the same way)."""
-        entries = self.entries
-        pos = len(entries) - 1
-        while entries[pos] is not e:
-            pos -= 1
-        self.keys[pos] = key
-        e.key = key
-
-    def rekey_many(self, items: List[Tuple[Entry, Key]]) -> None:
-        """Re-key several pending entries at once (default: in place, see :meth:`rekey`)."""
-        for e, k in items:
-            self.rekey(e, k)
+    def rekey_many(self, items: List[Tuple[Key, Key]]) -> None:
+        """Give pending entries their committed keys (``(old, new)`` pairs), which sort the
+        same way: in place (the newest entries, so found from the end)."""
+        keys = self.keys
+        for old, new in items:
+            pos = len(keys) - 1
+            while keys[pos] is not old:
+                pos -= 1
+            keys[pos] = new
 
     def truncate(self, final: Callable[[MsgRecord], bool]) -> int:
         """Forget the leading entries whose messages are final; returns how many."""
-        entries = self.entries
+        recs = self.recs
         n = 0
-        while n < len(entries) and final(entries[n].rec):
+        while n < len(recs) and final(recs[n]):
             n += 1
         if n:
             self.floor = self.keys[n - 1]
-            for e in entries[:n]:
-                e.rec.live -= 1
-                e.inv = None
-            if n == len(entries):
-                self.keys, self.entries = (), ()  # type: ignore[assignment]
+            for i in range(n):
+                recs[i].live -= 1
+            if n == len(recs):
+                self.keys = self.ops = self.recs = self.invs = ()  # type: ignore[assignment]
             else:
-                del self.keys[:n], entries[:n]
+                del self.keys[:n], self.ops[:n], recs[:n], self.invs[:n]
         return n
 
     def replay_all(self) -> None:
@@ -295,39 +373,43 @@ class ValueRegister(Register):
             self._replay(pos)
             self.publish()
 
-    def _do(self, e: Entry) -> None:
-        op, rec = e.op, e.rec
+    def _do(self, i: int) -> None:
+        op, rec = self.ops[i], self.recs[i]
         excluded = rec.excluded
         cut = self.cut
-        if cut is not None and e.key > cut:  # addressed to a deleted node: ignored
+        if cut is not None and self.keys[i] > cut:  # addressed to a deleted node: ignored
             excluded = True
-        if type(op) is tuple:  # ("init", value): initial property from node.insert
-            e.inv = None
-            if not excluded and self.value is MISSING:
-                v = json_copy(op[1])
-                if v is REJECT:
-                    self.graph.stats["rejected"] += 1
-                else:
-                    self.value, e.inv = v, INV_MISSING
-            return
+        invs = self.invs
+        if type(op) is tuple:
+            if op[0] != "init":  # a vector op (ops.hot_op)
+                op = {"otype": op[1], "value": op[2]}
+            else:  # ("init", value): initial property from node.insert
+                invs[i] = None
+                if not excluded and self.value is MISSING:
+                    v = json_copy(op[1])
+                    if v is REJECT:
+                        self.graph.stats["rejected"] += 1
+                    else:
+                        self.value, invs[i] = v, INV_MISSING
+                return
         if excluded and op.get("otype") not in KEEP_WHEN_EXCLUDED:
-            e.inv = None
+            invs[i] = None
             return
-        res = apply_value(self.value, op, f"{rec.id}/{e.key[3]}", excluded)
+        res = apply_value(self.value, op, f"{rec.id}/{self.keys[i][3]}", excluded)
         if res is REJECT:
             self.graph.stats["rejected"] += 1
-            e.inv = None
+            invs[i] = None
         elif res is NOCHANGE:
-            e.inv = None
+            invs[i] = None
         else:
             self.value, inv = res
-            e.inv = untracked_inv(inv) if inv[0] == "v" and type(inv[1]) is list else inv
+            invs[i] = untracked_inv(inv) if inv[0] == "v" and type(inv[1]) is list else inv
 
-    def _undo(self, e: Entry) -> None:
-        inv = e.inv
+    def _undo(self, i: int) -> None:
+        inv = self.invs[i]
         if inv is not None:
             self.value = rollback_value(self.value, inv)
-            e.inv = None
+            self.invs[i] = None
 
     def published(self) -> Any:
         v = self.value
@@ -352,48 +434,51 @@ class TreeRegister(Register):
         super().__init__(graph)
         self.tree = tree
 
-    def _do(self, e: Entry) -> None:
-        if e.rec.excluded:
-            e.inv = None
+    def _do(self, i: int) -> None:
+        rec = self.recs[i]
+        if rec.excluded:
+            self.invs[i] = None
             return
-        op = e.op
+        op, key = self.ops[i], self.keys[i]
         kind = op[0]
         if kind == "ins":
-            e.inv = self.tree.insert(op[1], op[2], op[3], op[4], e.key)
+            inv = self.tree.insert(op[1], op[2], op[3], op[4], key)
         elif kind == "rm":
-            msg = e.rec.msg
-            e.inv = self.tree.remove(op[1], e.key, msg.ts if msg is not None else time.time())
+            ts = rec.ts
+            inv = self.tree.remove(op[1], key, ts if ts is not None else time.time())
         else:
-            e.inv = self.tree.move(op[1], op[2], e.key)
-        if e.inv is None:
+            inv = self.tree.move(op[1], op[2], key)
+        self.invs[i] = inv
+        if inv is None:
             self.graph.stats["noop_struct"] += 1
 
-    def _undo(self, e: Entry) -> None:
-        if e.inv is not None:
-            self.tree.rollback(e.inv)
-            e.inv = None
+    def _undo(self, i: int) -> None:
+        inv = self.invs[i]
+        if inv is not None:
+            self.tree.rollback(inv)
+            self.invs[i] = None
 
     def publish(self) -> None:
         self.tree.flush_cuts()
 
-    def rekey_many(self, items: List[Tuple[Entry, Key]]) -> None:
+    def rekey_many(self, items: List[Tuple[Key, Key]]) -> None:
         """Attach keys are stored in the tree (and in move inverses), so re-fold the
         pending entries with their committed keys instead of patching them in place."""
-        pos = min(self._pos(e) for e, _ in items)
+        where = [self._pos(old) for old, _ in items]
+        pos = min(where)
         self._rewind(pos)
-        for e, k in items:
-            e.key = k
-        entries = self.entries
-        self.keys[pos:] = [e.key for e in entries[pos:]]
+        keys = self.keys
+        for i, (_, new) in zip(where, items):
+            keys[i] = new
         self._replay(pos)
         self.publish()
 
 
-def group_first(entries: List[Entry]) -> List[Entry]:
+def group_first(entries: List[EntryRef]) -> List[EntryRef]:
     """For each register touched, the entry with the smallest key (where a re-fold starts)."""
-    out: Dict[int, Entry] = {}
-    for e in entries:
-        cur = out.get(id(e.reg))
-        if cur is None or e.key < cur.key:
-            out[id(e.reg)] = e
+    out: Dict[int, EntryRef] = {}
+    for reg, key in entries:
+        cur = out.get(id(reg))
+        if cur is None or key < cur[1]:
+            out[id(reg)] = (reg, key)
     return list(out.values())

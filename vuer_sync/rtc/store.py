@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .common import DEFAULT_UNDO_WINDOW, REJECT, log
 from .graph import SceneGraph
-from .ops import MERGEABLE, META_OTYPES, merge_values, normalize_op
+from .ops import MERGEABLE, merge_values, normalize_op
 from .register import MsgRecord
 from .snapshot import load_graph
 from .text import TEXT_OTYPES, resolve_text_op
@@ -310,8 +310,7 @@ def _compact(s: ClientState) -> int:
     def final(rec: MsgRecord) -> bool:
         if rec.pending or not rec.acked or rec.lt > h:
             return False
-        msg = rec.msg
-        if msg is not None and all(op.get("otype") in META_OTYPES for op in msg.ops):
+        if rec.meta:  # only undo/redo/seal ops
             return True
         return sessions.undo_final(rec.sid, rec.seq)
 
@@ -434,7 +433,8 @@ def rebuild_graph(state: ClientState) -> SceneGraph:
 
 def get_unacked_messages(state: ClientState) -> List[CRDTMessage]:
     """Own messages not yet acknowledged, oldest first (re-send them after a reconnect)."""
-    return [r.msg for r in state.unacked.values() if r.msg is not None]
+    msgs = (r.msg for r in state.unacked.values())
+    return [m for m in msgs if m is not None]
 
 
 # -- the store ------------------------------------------------------------------------------
@@ -532,7 +532,8 @@ class GraphStore:
     def receive(self, msg: Any) -> Any:
         """Integrate a remote message (``CRDTMessage``, dict in any spelling, vuer-rtc
         message, or a wire envelope).  Returns ``False`` for a duplicate."""
-        if isinstance(msg, Mapping) and "mtype" in msg:
+        # (the type test first: isinstance() against typing's Mapping is slow)
+        if type(msg) is not CRDTMessage and isinstance(msg, Mapping) and "mtype" in msg:
             return self.receive_wire(msg)
         with self._lock:
             fresh = _receive(self._state, msg)

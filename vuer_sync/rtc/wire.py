@@ -19,6 +19,7 @@ vuer-rtc ignores.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -32,10 +33,12 @@ __all__ = [
     "broadcast_envelope",
     "crdt_envelope",
     "error_envelope",
+    "freeze_ops",
     "pack",
     "parse_message",
     "retire_envelope",
     "state_envelope",
+    "thaw_ops",
     "to_wire",
     "unpack",
 ]
@@ -101,9 +104,12 @@ def parse_message(obj: Any) -> CRDTMessage:
     ``broadcast`` envelope, or an object with ``to_dict()``/``toDict()`` (e.g. a
     vuer-rtc ``CRDTMessage``).  Raises :class:`WireError` if it is not a message."""
     if isinstance(obj, CRDTMessage):
-        if all(type(o) is dict and type(o.get("otype")) is str for o in obj.ops):
+        for o in obj.ops:
+            if type(o) is not dict or type(o.get("otype")) is not str:
+                obj = obj.to_dict()
+                break
+        else:
             return obj
-        obj = obj.to_dict()
     if not isinstance(obj, Mapping):
         conv = getattr(obj, "to_dict", None) or getattr(obj, "toDict", None)
         if conv is None:
@@ -253,6 +259,39 @@ def error_envelope(msg_id: Optional[str], error: str) -> Dict[str, Any]:
 def retire_envelope(sids: List[str]) -> Dict[str, Any]:
     """Relay -> everyone: these sessions left; stop waiting for them when compacting."""
     return {"mtype": "retire", "sids": list(sids)}
+
+
+_local = threading.local()
+
+
+def freeze_ops(ops: Any) -> Any:
+    """``ops`` (a message's list of op dicts) as msgpack bytes, which the cyclic GC does
+    not track, or ``ops`` itself if it does not round-trip exactly (a tuple, a subclass, a
+    value msgpack cannot hold). A replica keeps every uncompacted message: its ops, kept
+    as bytes, cost the GC's full collections nothing. :func:`thaw_ops` gives them back.
+
+    >>> ops = [{"otype": "vector3.set", "key": "n", "path": "p", "value": [1, 2.5, 3]}]
+    >>> frozen = freeze_ops(ops)
+    >>> type(frozen) is bytes and thaw_ops(frozen) == ops
+    True
+    >>> freeze_ops(({"otype": "x"},))  # a tuple would come back as a list: kept as it is
+    ({'otype': 'x'},)
+    """
+    try:
+        packer = _local.packer
+    except AttributeError:  # one per thread: a Packer holds a buffer
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, strict_types=True)
+    try:
+        return packer.pack(ops)
+    except (TypeError, ValueError, OverflowError):
+        return ops
+
+
+def thaw_ops(frozen: Any) -> Any:
+    """Inverse of :func:`freeze_ops` (new lists and dicts, equal to the frozen ones)."""
+    if type(frozen) is bytes:
+        return msgpack.unpackb(frozen, raw=False, strict_map_key=False)
+    return frozen
 
 
 def pack(envelope: Mapping[str, Any]) -> bytes:
