@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from typing import Any, Callable
+
 import msgpack
 import websocket
 
@@ -38,3 +41,14 @@ def recv_close_code(ws):
             except (OSError, websocket.WebSocketException):
                 pass  # the server did not wait for the reply
             return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+
+
+def tracked_after(fn: Callable[[], Any]) -> int:
+    """GC-tracked objects that ``fn()`` leaves behind (counted after full collections)."""
+    gc.collect()
+    gc.collect()
+    before = len(gc.get_objects())
+    fn()
+    gc.collect()
+    gc.collect()
+    return len(gc.get_objects()) - before

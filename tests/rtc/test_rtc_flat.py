@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List
 
 from vuer_sync.rtc import CRDTMessage, RelayCore, create_graph
 
+from helpers import tracked_after
+
 NODES = 20
 
 
@@ -109,17 +111,6 @@ def test_relay_submit_does_the_same_work_with_a_long_tail():
     assert counts[0] > 40
 
 
-def _tracked_after(fn: Callable[[], None]) -> int:
-    """GC-tracked objects that ``fn()`` leaves behind (after full collections)."""
-    gc.collect()
-    gc.collect()
-    before = len(gc.get_objects())
-    fn()
-    gc.collect()
-    gc.collect()
-    return len(gc.get_objects()) - before
-
-
 def test_a_journal_entry_leaves_few_objects_for_the_gc_to_walk():
     """A long journal is walked by every full collection of the cyclic GC: a received
     one-op message keeps its record, and nothing else tracked (its register entry is four
@@ -130,7 +121,7 @@ def test_a_journal_entry_leaves_few_objects_for_the_gc_to_walk():
     msgs = [CRDTMessage(**_filler(2 * i, 10**6 + i, "remote")) for i in range(300)]  # vector3
     for j, m in enumerate(msgs):
         m.seq, m.id = j + 1, f"remote:{j + 1}"
-    grew = _tracked_after(lambda: [store.receive(m) for m in msgs])  # msgs exist already
+    grew = tracked_after(lambda: [store.receive(m) for m in msgs])  # msgs exist already
     assert grew <= len(msgs) + 20, grew / len(msgs)  # was 5 per entry, then 2
     rec = store.get_state().graph.msgs[msgs[-1].id]
     ((reg, key),) = rec.entries

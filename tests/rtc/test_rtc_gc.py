@@ -11,8 +11,7 @@ keeps a dict of atoms (a vector's list as a tuple). These tests count with
 
 from __future__ import annotations
 
-import gc
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 from vuer_sync.rtc import (
     CRDTMessage,
@@ -22,18 +21,9 @@ from vuer_sync.rtc import (
     to_wire,
 )
 
+from helpers import tracked_after
+
 NODES = 20
-
-
-def _tracked_after(fn: Callable[[], Any]) -> int:
-    """GC-tracked objects that ``fn()`` leaves behind (after full collections)."""
-    gc.collect()
-    gc.collect()
-    before = len(gc.get_objects())
-    fn()
-    gc.collect()
-    gc.collect()
-    return len(gc.get_objects()) - before
 
 
 def _op(i: int) -> Dict[str, Any]:
@@ -60,7 +50,7 @@ def test_a_received_or_committed_message_keeps_one_tracked_object():
     n = 2000
     store = _store()
     # received as wire dicts (parse_message builds the message: the store owns it all)
-    grew = _tracked_after(lambda: [store.receive(_wire("f", i + 2, i + 2, [_op(i)]))
+    grew = tracked_after(lambda: [store.receive(_wire("f", i + 2, i + 2, [_op(i)]))
                                    for i in range(n)])
     assert grew <= n + 50, grew / n  # was 5 per entry (message, ops list, op, its list)
     # own edits, committed (the caller drops the returned message, as a sender does)
@@ -69,7 +59,7 @@ def test_a_received_or_committed_message_keeps_one_tracked_object():
             store.edit(_op(i))
             store.commit()
 
-    grew = _tracked_after(edit_commit)
+    grew = tracked_after(edit_commit)
     assert grew <= n + 50, grew / n
     graph = store.get_state().graph
     assert len(graph.msgs) == 2 * n + 1
