@@ -76,6 +76,31 @@ def test_coalesce_after_keeps_a_short_backlog_then_merges_into_the_newest():
     assert (s["queued"], s["coalesced"], s["sent"]) == (6, 3, 3)
 
 
+def test_coalesce_after_counts_only_while_the_socket_is_full():
+    """Once the sender reports whether the socket takes bytes (``report_transport``), a
+    backlog behind a free socket is the sender's own and is sent whole (up to the 64 KiB
+    slack); behind a full socket, ``coalesce_after`` counts as before. ``socket_full`` in the
+    stats says which (``None``: nothing reported, the count alone decides)."""
+    b = box(coalesce_after=2)
+    assert b.snapshot_stats()["socket_full"] is None
+    b.report_transport(blocked=False)
+    for x in range(6):
+        b.push(*upd("a", x=x))
+    assert b.snapshot_stats()["coalesced"] == 0
+    b.report_transport(blocked=True)
+    b.push(*upd("a", x=6))
+    b.push(*upd("a", x=7))
+    s = b.snapshot_stats()
+    assert (s["coalesced"], s["depth"], s["socket_full"]) == (2, 6, True)
+    assert [m["data"]["nodes"][0]["x"] for m in drain(b)] == [0, 1, 2, 3, 4, 7]
+    b.report_transport(blocked=False)
+    for i in range(3):  # past the slack, updates merge even behind a free socket
+        b.push(*upd("pc", "UPSERT", vertices=bytes([i]) * 100_000))
+    assert b.snapshot_stats()["coalesced"] == 2 + 2
+    (m,) = drain(b)
+    assert m["data"]["nodes"][0]["vertices"] == b"\x02" * 100_000
+
+
 def test_coalesce_after_gives_way_to_bytes():
     """A short backlog of big frames merges at once: ``coalesce_after`` holds only while
     the queue is small in bytes, so a stalled client's point clouds never pile up."""

@@ -438,6 +438,7 @@ class LoopChannel:
     def start(self) -> None:
         """Register with the loop: reading starts, and the outbox reports to this channel."""
         self.outbox.set_listener(self.outbox_ready)
+        self.outbox.report_transport(blocked=False)  # this channel says when the socket is full
         self.loop.call_soon(self._register)
 
     def outbox_ready(self) -> None:
@@ -608,6 +609,7 @@ class LoopChannel:
 
     def _want_write(self, on: bool) -> None:
         self._writing = on
+        self.outbox.report_transport(blocked=on)  # coalescing counts only while it is full
         if self._set_events() and on:
             self._arm()  # the send timeout
 

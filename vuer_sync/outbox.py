@@ -6,7 +6,8 @@ connection takes batches with :meth:`Outbox.pop_batch` and reports them written 
 
 **Coalescing.** While a message is still queued, a newer one with the same merge key is merged
 into it once the client is behind: more than ``coalesce_after`` frames queued (0 by default: at
-once), or more than :data:`COALESCE_SLACK_BYTES`; a message with no key is a barrier: nothing
+once) while the transport is blocked, or more than :data:`COALESCE_SLACK_BYTES`; a message with
+no key is a barrier: nothing
 queued before it is merged with anything queued after it. The outbox knows no message kinds:
 its coalescing policy (by default :class:`~vuer_sync.coalesce.MessageCoalescing`, see
 :mod:`vuer_sync.coalesce`) gives each message's key and does the merge. For Vuer messages: a
@@ -92,6 +93,13 @@ class Outbox:
     frame bytes and back (used only to merge). ``coalesce_after``: how many queued frames
     a client may be behind before newer updates merge into the newest queued one with
     their key (a short backlog is sent as it is; see the module docstring).
+
+    **Who is behind.** A sender that can tell when the socket stops taking bytes (a selector
+    loop) reports it with :meth:`report_transport`. Then ``coalesce_after`` counts only while
+    the socket is full: frames that wait because the *sender* was late (a GC pause, a busy
+    core) while the client keeps reading are all sent, up to :data:`COALESCE_SLACK_BYTES`.
+    With no such report (a blocking sender thread) the transport counts as blocked, and the
+    frame count alone decides.
     """
 
     def __init__(
@@ -136,6 +144,8 @@ class Outbox:
         self._pending_bytes = 0
         self._in_flight = 0  # taken by the sender, not yet reported written
         self._direct = False  # a caller is writing one frame itself (see take_direct)
+        # the socket takes no more bytes (report_transport); None: no sender said (counts as full)
+        self._transport_blocked: Optional[bool] = None
         self._closed: Optional[str] = None
         self._drain_then_close = False
         # called (under the lock, must not block) when a message is queued or the outbox
@@ -186,8 +196,9 @@ class Outbox:
             self.stats["queued"] += 1
             if ckey is not None:
                 prev = self._index.get(ckey)
-                if prev is not None and (len(self._queue) > self.coalesce_after
-                                         or self._pending_bytes > COALESCE_SLACK_BYTES):
+                if prev is not None and (self._pending_bytes > COALESCE_SLACK_BYTES or (
+                        self._transport_blocked is not False
+                        and len(self._queue) > self.coalesce_after)):
                     # merged as the policy says (inlined: the hot path)
                     merged, prev.decoded, prev.props = self._merge(ckey, prev, payload, props)
                     nbytes = len(merged) + MESSAGE_OVERHEAD
@@ -203,6 +214,26 @@ class Outbox:
                     > self.max_bytes:
                 self._wait_for_space(len(payload) + MESSAGE_OVERHEAD)
             return self._append(payload, ckey, props)
+
+    def report_transport(self, blocked: bool) -> None:
+        """The sender says whether the socket is full (``True``: the client is behind) or takes
+        bytes again; see the class docstring. Cheap: called on the sender's hot path.
+
+        >>> import msgpack
+        >>> box = Outbox(encode=msgpack.packb, decode=msgpack.unpackb, coalesce_after=1)
+        >>> def update(x):
+        ...     return msgpack.packb({"etype": "UPDATE", "data": {"nodes": [{"key": "b", "x": x}]}})
+        >>> box.report_transport(blocked=False)  # the sender is late, the client is not
+        >>> for x in range(4):
+        ...     _ = box.push(update(x))
+        >>> box.depth, box.stats["coalesced"]
+        (4, 0)
+        >>> box.report_transport(blocked=True)  # the socket is full: newer updates merge
+        >>> _ = box.push(update(9))
+        >>> box.depth, box.stats["coalesced"]
+        (4, 1)
+        """
+        self._transport_blocked = blocked
 
     def push_group(self, payloads: Iterable[bytes]) -> int:
         """Queue frames back to back: nothing else queued on this outbox lands between them,
@@ -466,11 +497,14 @@ class Outbox:
         self._notify_listener()
 
     def snapshot_stats(self) -> Dict[str, Any]:
-        """A copy of ``stats`` plus the current queue depth and pending bytes."""
+        """A copy of ``stats`` plus the current queue depth, pending bytes and
+        ``socket_full`` (what the sender last reported with :meth:`report_transport`; ``None``
+        if it cannot tell)."""
         with self._lock:
             s = dict(self.stats)
             s["dropped"] = dict(self.stats["dropped"])
             s["depth"] = len(self._queue)
             s["in_flight"] = self._in_flight
             s["pending_bytes"] = self._pending_bytes
+            s["socket_full"] = self._transport_blocked
             return s

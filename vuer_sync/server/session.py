@@ -331,7 +331,8 @@ class VuerSession(SceneOps):
     @property
     def stats(self) -> Dict[str, Any]:
         """Counters: sent, coalesced, bytes_sent, depth, pending_bytes, dropped (by reason),
-        received, bad_messages, downlink_dropped."""
+        received, bad_messages, downlink_dropped; and ``socket_full``: the client's socket
+        takes no more bytes right now (it is behind; ``None`` with ``io_threads=0``)."""
         s = self.core.outbox.snapshot_stats()
         s.update(self.core.inbound)
         return s
