@@ -1,8 +1,9 @@
 """Compare vuer_sync across checkouts: the medians (and spread) of interleaved runs.
 
 Each run is a ``run.py --out DIR`` of one checkout (run the same harness against each: copy
-this ``benchmarks/`` into the older checkout, or put it first on ``PYTHONPATH``), repeated
-and interleaved (A1 B1 C1 A2 B2 C2 ...) so that a noisy minute hits every checkout alike::
+this ``benchmarks/`` into the older checkout, or put it first on ``PYTHONPATH``; ``run.py
+--impls vuer_sync`` runs no other server), repeated and interleaved (A1 B1 C1 A2 B2 C2 ...)
+so that a noisy minute hits every checkout alike::
 
     python benchmarks/compare.py --label before=/tmp/bench/before_1,/tmp/bench/before_2 \\
         --label after=/tmp/bench/after_1,/tmp/bench/after_2 --out benchmarks/out/compare.json

@@ -390,6 +390,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None,
                     help="repetitions of every row, interleaved with alternating server order "
                          "(default 3; --smoke: 1); the table shows the median and min-max")
+    ap.add_argument("--impls", default="",
+                    help="comma-separated servers to run (default: every installed one of "
+                         f"{', '.join(IMPLS)}; e.g. vuer_sync alone to compare checkouts "
+                         "with compare.py)")
     ap.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                     help="only rewrite RESULTS.md (or --out DIR/RESULTS.md) from a results.json")
     return ap.parse_args(argv)
@@ -427,9 +431,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     res = Results(P, "smoke" if args.smoke else "full")
     t_start = time.monotonic()
-    impls = [i for i in IMPLS if installed(i)]
+    chosen = [x.strip() for x in args.impls.split(",") if x.strip()]
+    unknown = sorted(set(chosen) - set(IMPLS))
+    if unknown:
+        raise SystemExit(f"--impls: unknown server(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(IMPLS)})")
+    impls = [i for i in IMPLS if (not chosen or i in chosen) and installed(i)]
     for i in IMPLS:
-        if i not in impls:
+        if chosen and i not in chosen:
+            res.data["notes"].append(f"{i} was not run (--impls): its column is empty.")
+        elif i not in impls:
             res.data["notes"].append(f"{i} is not installed: its column is empty.")
     res.data["notes"] += NOTES
     print(f"benchmarks ({res.data['mode']}): servers {', '.join(impls)}; output {out_dir}",

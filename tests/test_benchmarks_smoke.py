@@ -92,3 +92,25 @@ def test_benchmark_suite_smoke(tmp_path):
     assert all(_number(floor["json"]["lateness_floor-smoke.json"][w]["p99_ms"])
                for w in ("none", "process", "thread", "thread_chunked"))
     assert "writing 512 KiB per call as our transport does" in md
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_suite_runs_the_servers_it_is_given(tmp_path):
+    """``--impls vuer_sync`` runs vuer_sync alone (what compare.py needs across checkouts):
+    the other columns are empty, with a note saying why; an unknown name is refused."""
+    require("psutil")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    run = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--only", "1",
+           "--no-external", "--out", str(tmp_path)]
+    proc = subprocess.run([*run, "--impls", "vuer_sync"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    values = data["rows"]["1"]["metrics"]["median_us"]["values"]
+    assert _number(values["vuer_sync"])
+    assert not _number(values.get("vuer")) and not _number(values.get("viser"))
+    assert any("vuer was not run (--impls)" in n for n in data["notes"])
+    bad = subprocess.run([*run, "--impls", "vuer_sync,nope"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode != 0 and "unknown server(s) nope" in bad.stderr
