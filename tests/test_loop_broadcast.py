@@ -7,6 +7,7 @@ import gc
 import resource
 import socket
 import threading
+import time
 import weakref
 
 from vuer_sync import Vuer
@@ -62,9 +63,10 @@ def test_a_broadcast_reaches_idle_sessions_in_one_loop_pass(app):
             s.close()
 
 
-def _held_loop_updates(app: Vuer, xs, n_clients: int = 3):
+def _held_loop_updates(app: Vuer, xs, n_clients: int = 3, pace: float = 0.0):
     """Each of 3 clients' messages after the loop was held busy while ``app.scene`` sent
-    ``[1, 0, 0]``, then each session its own ``own`` node, then ``[x, 0, 0]`` for ``xs``."""
+    ``[1, 0, 0]``, then each session its own ``own`` node, then ``[x, 0, 0]`` for ``xs``
+    (``pace`` seconds apart)."""
     socks = _clients_with_a_box(app, n_clients)
     try:
         (loop,) = _loops(app)
@@ -76,6 +78,7 @@ def _held_loop_updates(app: Vuer, xs, n_clients: int = 3):
             for session in app.sessions:
                 session.upsert @ {"tag": "Sphere", "key": "own"}
             for x in xs:
+                time.sleep(pace)
                 app.scene.update @ {"tag": "Box", "key": "b", "position": [x, 0, 0]}
         finally:
             release.set()
@@ -104,17 +107,34 @@ def test_a_short_backlog_loses_no_update_and_keeps_order(app):
 
 
 def test_a_late_loop_loses_no_update_while_its_clients_keep_reading():
-    """Frames that wait because the I/O loop was late (held busy here; a GC pause or a busy
-    core in real life) while the clients' sockets take bytes are all sent, past
-    ``coalesce_after`` too, with either setting: the client is not behind, the server is."""
+    """Updates at a viewer's pace (10 ms apart here, 30 Hz in row 10) that wait because the
+    I/O loop was late (held busy here; a GC pause or a busy core in real life) while the
+    clients' sockets take bytes are all sent, past ``coalesce_after`` too, with either
+    setting: the client is not behind, the server is."""
     for after in (3, 0):
         app = Vuer(port=0, coalesce_after=after)
         try:
-            got = _held_loop_updates(app, range(2, 10))
+            got = _held_loop_updates(app, range(2, 10), pace=0.01)
             for g in got:
                 assert g == [[1, 0, 0], "own", *([x, 0, 0] for x in range(2, 10))], after
             assert app.stats["coalesced"] == 0, after
             assert all(s.stats["socket_full"] is False for s in app.sessions)
+        finally:
+            app.stop()
+
+
+def test_a_burst_behind_a_late_loop_gets_the_newest_values():
+    """A tight loop of updates (faster than one per 5 ms) while the loop is late: past
+    ``coalesce_after`` queued frames they merge into the newest queued one (latest value
+    wins; with ``coalesce_after=0`` at once), free sockets or not: no display could show
+    them, and the loop writes a few frames instead of every one."""
+    for after, want, merged in ((3, [2, 3, 9], 5), (0, [9], 7)):
+        app = Vuer(port=0, coalesce_after=after)
+        try:
+            got = _held_loop_updates(app, range(2, 10))
+            for g in got:
+                assert g == [[1, 0, 0], "own", *([x, 0, 0] for x in want)], after
+            assert app.stats["coalesced"] == merged * len(got), after
         finally:
             app.stop()
 
@@ -147,7 +167,8 @@ def _one_fast_one_stalled(app: Vuer) -> None:
         s_slow.upsert @ {"tag": "Box", "key": "big", "blob": "x" * (8 << 20)}
         assert wait_until(lambda: s_slow.stats["socket_full"] is True, 10), s_slow.stats
         assert s_fast.stats["socket_full"] is False
-        for x in range(2, 10):
+        for x in range(2, 10):  # at a viewer's pace: the fast client gets each one
+            time.sleep(0.01)
             app.scene.update @ {"tag": "Box", "key": "b", "position": [x, 0, 0]}
         assert [recv_msg(fast)["data"]["nodes"][0]["position"][0] for _ in range(8)] \
             == list(range(2, 10))

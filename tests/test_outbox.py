@@ -80,8 +80,9 @@ def test_coalesce_after_counts_only_while_the_socket_is_full():
     """Once the sender reports whether the socket takes bytes (``report_transport``), a
     backlog behind a free socket is the sender's own and is sent whole (up to the 64 KiB
     slack); behind a full socket, ``coalesce_after`` counts as before. ``socket_full`` in the
-    stats says which (``None``: nothing reported, the count alone decides)."""
-    b = box(coalesce_after=2)
+    stats says which (``None``: nothing reported, the count alone decides).
+    ``coalesce_window=0``: updates at any pace count as a viewer's pace here."""
+    b = box(coalesce_after=2, coalesce_window=0)
     assert b.snapshot_stats()["socket_full"] is None
     b.report_transport(blocked=False)
     for x in range(6):
@@ -99,6 +100,23 @@ def test_coalesce_after_counts_only_while_the_socket_is_full():
     assert b.snapshot_stats()["coalesced"] == 2 + 2
     (m,) = drain(b)
     assert m["data"]["nodes"][0]["vertices"] == b"\x02" * 100_000
+
+
+def test_a_burst_merges_past_coalesce_after_even_behind_a_free_socket():
+    """Updates of a node faster than one per ``coalesce_window`` (a tight loop: no display
+    shows them) merge past ``coalesce_after`` although the socket takes bytes: a producer's
+    burst does not make the sender write every frame of it. A frame older than the window
+    is not merged into: the next update starts a new one."""
+    b = box(coalesce_after=2, coalesce_window=60.0)  # every push below is "fast"
+    b.report_transport(blocked=False)
+    for x in range(6):
+        b.push(*upd("a", x=x))
+    assert [m["data"]["nodes"][0]["x"] for m in drain(b)] == [0, 1, 5]
+    slow = box(coalesce_after=2, coalesce_window=1e-9)  # every push below is "slow"
+    slow.report_transport(blocked=False)
+    for x in range(6):
+        slow.push(*upd("a", x=x))
+    assert [m["data"]["nodes"][0]["x"] for m in drain(slow)] == list(range(6))
 
 
 def test_coalesce_after_gives_way_to_bytes():

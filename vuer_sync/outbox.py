@@ -6,8 +6,9 @@ connection takes batches with :meth:`Outbox.pop_batch` and reports them written 
 
 **Coalescing.** While a message is still queued, a newer one with the same merge key is merged
 into it once the client is behind: more than ``coalesce_after`` frames queued (0 by default: at
-once) while the transport is blocked, or more than :data:`COALESCE_SLACK_BYTES`; a message with
-no key is a barrier: nothing
+once) while the transport is blocked or while updates come faster than one per
+``coalesce_window`` (5 ms), or more than :data:`COALESCE_SLACK_BYTES`; a message with no key is
+a barrier: nothing
 queued before it is merged with anything queued after it. The outbox knows no message kinds:
 its coalescing policy (by default :class:`~vuer_sync.coalesce.MessageCoalescing`, see
 :mod:`vuer_sync.coalesce`) gives each message's key and does the merge. For Vuer messages: a
@@ -64,6 +65,10 @@ MESSAGE_OVERHEAD = 160
 #: merge at once (a stalled client's point clouds replace each other, never pile up)
 COALESCE_SLACK_BYTES = 64 << 10
 
+#: behind a socket that takes bytes, updates of the same nodes closer together than this
+#: (seconds; 200 Hz, faster than any display) still merge past ``coalesce_after``
+COALESCE_WINDOW = 0.005
+
 
 class OutMessage:
     """One queued frame: its bytes, its position and (when coalescible) its merge key.
@@ -71,7 +76,7 @@ class OutMessage:
     ``decoded`` and ``props`` belong to the coalescing policy (what its ``merge`` returned).
     """
 
-    __slots__ = ("ckey", "decoded", "merged", "nbytes", "payload", "props", "seq")
+    __slots__ = ("ckey", "decoded", "merged", "nbytes", "payload", "props", "queued_at", "seq")
 
     def __init__(self, payload: bytes, seq: int, ckey: Optional[CoalesceKey],
                  props: Optional[NodeProps] = None):
@@ -82,6 +87,7 @@ class OutMessage:
         self.merged = 0  # how many later messages were merged into this one
         self.decoded: Optional[Dict[str, Any]] = None  # kept once merged (merges again)
         self.props = props  # each node's property names, when known
+        self.queued_at = 0.0  # monotonic time it was queued (coalescible messages only)
 
 
 class Outbox:
@@ -96,10 +102,11 @@ class Outbox:
 
     **Who is behind.** A sender that can tell when the socket stops taking bytes (a selector
     loop) reports it with :meth:`report_transport`. Then ``coalesce_after`` counts only while
-    the socket is full: frames that wait because the *sender* was late (a GC pause, a busy
-    core) while the client keeps reading are all sent, up to :data:`COALESCE_SLACK_BYTES`.
-    With no such report (a blocking sender thread) the transport counts as blocked, and the
-    frame count alone decides.
+    the socket is full, or for updates that come faster than one per ``coalesce_window``
+    seconds (a burst no display can show): updates at a viewer's pace that wait because the
+    *sender* was late (a GC pause, a busy core) while the client keeps reading are all sent,
+    up to :data:`COALESCE_SLACK_BYTES`. With no such report (a blocking sender thread) the
+    transport counts as blocked, and the frame count alone decides.
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class Outbox:
         block_timeout: float = 2.0,
         coalescing: Optional[Coalescing] = None,
         coalesce_after: int = 0,
+        coalesce_window: float = COALESCE_WINDOW,
     ):
         if policy not in ("block", "disconnect"):
             raise ValueError("policy must be 'block' or 'disconnect'")
@@ -128,6 +136,7 @@ class Outbox:
         if coalesce_after < 0:
             raise ValueError("coalesce_after must be >= 0")
         self.coalesce_after = int(coalesce_after)
+        self.coalesce_window = float(coalesce_window)
         self._lock = threading.Lock()
         self._has_data = threading.Condition(self._lock)
         self._takers = 0  # threads waiting in pop_batch: push notifies only when there is one
@@ -197,8 +206,9 @@ class Outbox:
             if ckey is not None:
                 prev = self._index.get(ckey)
                 if prev is not None and (self._pending_bytes > COALESCE_SLACK_BYTES or (
-                        self._transport_blocked is not False
-                        and len(self._queue) > self.coalesce_after)):
+                        len(self._queue) > self.coalesce_after and (
+                            self._transport_blocked is not False
+                            or time.monotonic() - prev.queued_at < self.coalesce_window))):
                     # merged as the policy says (inlined: the hot path)
                     merged, prev.decoded, prev.props = self._merge(ckey, prev, payload, props)
                     nbytes = len(merged) + MESSAGE_OVERHEAD
@@ -220,7 +230,8 @@ class Outbox:
         bytes again; see the class docstring. Cheap: called on the sender's hot path.
 
         >>> import msgpack
-        >>> box = Outbox(encode=msgpack.packb, decode=msgpack.unpackb, coalesce_after=1)
+        >>> box = Outbox(encode=msgpack.packb, decode=msgpack.unpackb, coalesce_after=1,
+        ...              coalesce_window=0)  # updates at any pace
         >>> def update(x):
         ...     return msgpack.packb({"etype": "UPDATE", "data": {"nodes": [{"key": "b", "x": x}]}})
         >>> box.report_transport(blocked=False)  # the sender is late, the client is not
@@ -259,6 +270,7 @@ class Outbox:
         if ckey is None:
             self._clear_index()  # a barrier: nothing before it merges with anything after it
         else:
+            m.queued_at = time.monotonic()
             # a queued message with another key about one of these subjects (node keys)
             # becomes a barrier for them (an UPDATE never jumps over an UPSERT of the same node)
             for k in ckey[1]:

@@ -86,10 +86,11 @@ class Vuer:
     besides loopback names and IP addresses, the DNS-rebinding guard), ``ping_interval``,
     ``outbox_bytes``/``outbox_policy``/``outbox_timeout``, ``coalesce_after`` (3: a
     client's queue merges a newer update of a node into a queued one only once more than
-    this many frames wait while its socket is full, so a client that stays behind gets the
-    newest values, while a backlog that is the server's own (a pause of the garbage
-    collector, a busy core) loses no intermediate update up to 64 KiB per client; 0 merges
-    as soon as anything waits for a full socket), and the limits of
+    this many frames wait while its socket is full or in a burst faster than one update per
+    5 ms, so a client that stays behind gets the newest values, while a backlog that is the
+    server's own (a pause of the garbage collector, a busy core) of updates at a viewer's
+    pace loses no intermediate update up to 64 KiB per client; 0 merges as soon as anything
+    waits that way), and the limits of
     ``docs/security.md``: ``header_timeout`` (10 s for a request head), ``init_timeout``
     (30 s for a websocket's ``INIT``), ``max_connections``, ``inbound_bytes`` (memory for
     incomplete inbound messages, all connections together). ``io_threads`` (1): the
