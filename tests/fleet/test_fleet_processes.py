@@ -185,7 +185,27 @@ def test_three_nodes_and_a_robot_converge_in_one_order(fleet, redis_server):
     assert d["stats"]["snapshots_loaded"] == 1, (why, d["stats"])
 
 
+_NODE_LISTS = ("nodes", "children", "rawChildren", "htmlChildren", "bgChildren")
+
+
+def _node_in(msg: Dict[str, Any], key: str) -> Optional[Dict[str, Any]]:
+    """The node ``key`` wherever ``msg`` carries it: an update's ``nodes``, or the scene a
+    ``SET`` replays to a client that joined after it (its ``children``, at any depth)."""
+    todo = [msg.get("data")]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, list):
+            todo.extend(x)
+        elif isinstance(x, dict):
+            if x.get("key") == key:
+                return x
+            todo.extend(v for k, v in x.items() if k in _NODE_LISTS)
+    return None
+
+
 def test_a_raw_client_on_node_b_sees_what_node_a_publishes(fleet):
+    """Whichever way it reaches the client: an update after it joined, or the scene node B
+    replays to it (when the entry got to B before the client's INIT did)."""
     a, b = fleet.node(), fleet.node()
     ws = raw_client(b.port)  # type: ignore[attr-defined]
     try:
@@ -193,10 +213,7 @@ def test_a_raw_client_on_node_b_sees_what_node_a_publishes(fleet):
         deadline = time.monotonic() + 10
         got = None
         while got is None and time.monotonic() < deadline:
-            msg = recv_msg(ws)
-            for n in (msg.get("data") or {}).get("nodes") or []:
-                if n.get("key") == "from_a":
-                    got = n
+            got = _node_in(recv_msg(ws), "from_a")
         assert got is not None and got["position"] == [7.0, 0, 0], got
     finally:
         ws.close()
