@@ -89,3 +89,23 @@ def test_bench_rtc_relay_rows_smoke(tmp_path):
         assert edits[mode]["median_per_s"] > 0 and len(edits[mode]["runs"]) == 1
     assert late["snapshots_loaded"] == 1 and late["tail_applied"] < 300
     assert 0 < late["client_join_s"] and 0 < late["node_start_and_client_join_s"]
+
+
+def test_bench_rtc_makes_the_journal_one_message_at_a_time():
+    """The journal a case starts from is fed as a relay would: each message dict made when
+    it is received, never all of them at once (dropping a list of 100k received dicts left
+    the heap of the large journal full of holes that scattered the case's allocations)."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_rtc
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    journal = bench_rtc._journal(100_000, "ours")
+    assert isinstance(journal, types.GeneratorType)
+    first, second = next(journal), next(journal)
+    assert first["id"] == "filler:1" and len(first["ops"]) == bench_rtc.NODES
+    assert second["id"] == "filler:2" and second["lt"] == 2
+    store = bench_rtc._ours_store(300)
+    assert len(store.get_state().graph.msgs) == 300

@@ -214,10 +214,10 @@ class SceneGraph:
         """Expand op number ``idx`` of ``rec`` into register entries and apply them.
         Returns whether it is a meta op (undo, redo, seal: no entries)."""
         ot = op.get("otype")
-        base = rec.key
         if ot in META_OTYPES:
             return True
         if ot in NODE_OTYPES:
+            base = rec.key
             v = op.get("value")
             if ot == "node.insert":
                 parts = _expand_insert(op)
@@ -246,7 +246,8 @@ class SceneGraph:
         if type(key) is not str or type(path) is not str:
             self.stats["rejected"] += 1
             return False
-        self._push(self.value_register(key, path), rec, hot_op(op), (*base, idx, 0))
+        self._push(self.value_register(key, path), rec, hot_op(op),
+                   (rec.lt, rec.client, rec.id, idx, 0))
         return False
 
     def drop_op(self, rec: MsgRecord, idx: int) -> None:
@@ -344,7 +345,6 @@ class SceneGraph:
         """Turn the pending record into the committed message ``msg``."""
         rec.lt, rec.seq = msg.lt, msg.seq
         rec.set_msg(msg)
-        rec.key = (msg.lt, msg.client, msg.id)
         rec.pending = False
         by_reg: Dict[int, Tuple[Register, List[Tuple[Tuple[Any, ...], Tuple[Any, ...]]]]] = {}
         for reg, old, new in rec.rebase(rec.key):

@@ -411,20 +411,22 @@ def atoms_tuple(v: Any) -> Any:
 def hot_op(op: Any) -> Any:
     """The form of a property op a register keeps for as long as its journal entry lives:
     ``op`` itself (a dict of atoms is never tracked by the cyclic GC), or for a vector op
-    (:data:`VECTOR_OTYPES`) whose value is a list, ``("vec", otype, tuple(value))``: a
+    (:data:`VECTOR_OTYPES`) whose value is a list, ``("vec", otype, *value)``: one flat
     tuple of atoms, which the GC stops tracking at its first collection, where a dict
-    holding a tuple or a list is tracked until a full one. The register applies it as
-    ``{"otype": otype, "value": value}`` (its handler reads a tuple as the equal list).
+    holding a tuple or a list is tracked until a full one (and a nested tuple would be one
+    more new object for each collection of the young generation to walk). The register
+    applies it as ``{"otype": otype, "value": op[2:]}`` (its handler reads a tuple as the
+    equal list).
 
     >>> op = {"otype": "vector3.set", "key": "n", "path": "p", "value": [1, 2, 3]}
     >>> hot_op(op), apply_value(None, {"otype": "vector3.set", "value": (1, 2, 3)}, "", 0)
-    (('vec', 'vector3.set', (1, 2, 3)), ([1, 2, 3], ('v', None)))
+    (('vec', 'vector3.set', 1, 2, 3), ([1, 2, 3], ('v', None)))
     """
     v = op.get("value")
     if type(v) is list:
         ot = op.get("otype")
         if ot in VECTOR_OTYPES:
-            return ("vec", ot, tuple(v))
+            return ("vec", ot, *v)
     return op
 
 

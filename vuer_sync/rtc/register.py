@@ -54,13 +54,15 @@ class MsgRecord:
 
     A record lives as long as the journal keeps its message, and every full collection of
     the cyclic GC walks what it keeps tracked, so a record is the *only* tracked object of
-    a journal entry. The message's fields are atoms in one tuple (:attr:`cold`: ``ts``,
-    ``uw``, ``desc`` and the ops as msgpack bytes, :func:`~vuer_sync.rtc.wire.freeze_ops`),
-    which the GC stops tracking, and :attr:`clock`, a dict of atoms the GC does not track
-    (a tuple holding a dict is always tracked: hence a slot of its own); :attr:`msg`
-    rebuilds the message on demand. Its register entries live in the registers' own lists
-    (no object per entry); the record only knows where they are: the first as two slots,
-    the others (a message of several ops) in a list of :data:`EntryRef`.
+    a journal entry. The message's fields are atoms in slots of the record (``ts``, ``uw``,
+    ``desc`` and the ops as msgpack bytes, :func:`~vuer_sync.rtc.wire.freeze_ops`) and
+    :attr:`clock`, a dict of atoms the GC does not track; :attr:`msg` rebuilds the message
+    on demand, :attr:`key` the ordering key. No tuple of them either: a new tuple is
+    tracked until the next collection of the young generation, so each one would make
+    those collections come sooner while messages are received. Its register entries live
+    in the registers' own lists (no object per entry); the record only knows where they
+    are: the first as two slots, the others (a message of several ops) in a list of
+    :data:`EntryRef`.
 
     >>> m = CRDTMessage(id="a:1", client="a", lt=3, ts=1.5, clock={"a": 1}, seq=1,
     ...                 ops=[{"otype": "number.set", "key": "n", "path": "x", "value": 1}])
@@ -70,16 +72,18 @@ class MsgRecord:
     """
 
     __slots__ = (
+        "_desc",
         "_ekey",
         "_more",
+        "_ops",
         "_reg",
+        "_ts",
+        "_uw",
         "acked",
         "client",
         "clock",
-        "cold",
         "excluded",
         "id",
-        "key",
         "live",
         "lt",
         "meta",
@@ -103,7 +107,6 @@ class MsgRecord:
         self.sid = sid
         self.seq = seq
         self.lt = lt
-        self.key: Key = (lt, client, mid)
         self.excluded = False  # undone
         self.acked = True
         self.own = False
@@ -113,49 +116,56 @@ class MsgRecord:
         self._ekey: Key = ()
         self._more: Optional[List[EntryRef]] = None
         self.live = 0  # entries still held by registers
-        #: ``(ts, uw, desc, frozen ops)`` of the message, ``None`` while pending
-        self.cold: Optional[Tuple[Any, ...]] = None
+        # the message's other fields, its ops frozen (``_ops`` is None while pending): in
+        # slots of their own, not in a tuple (one tracked object less per message received)
+        self._ts = 0.0
+        self._uw: Optional[int] = None
+        self._desc: Optional[str] = None
+        self._ops: Any = None
         self.clock: Dict[str, int] = {}
         if msg is not None:
-            self.cold = (msg.ts, msg.uw, msg.desc, freeze_ops(msg.ops))
-            self.clock = msg.clock
+            self.set_msg(msg)
+
+    @property
+    def key(self) -> Key:
+        """The message's ordering key ``(lt, client, id)`` (a new tuple on each access:
+        kept in a slot it would be one more object per message for the GC to collect)."""
+        return (self.lt, self.client, self.id)
 
     def set_msg(self, msg: CRDTMessage) -> None:
         """Keep ``msg``'s fields (its ops frozen); :attr:`msg` gives back an equal one."""
-        self.cold = (msg.ts, msg.uw, msg.desc, freeze_ops(msg.ops))
+        self._ts, self._uw, self._desc = msg.ts, msg.uw, msg.desc
+        self._ops = freeze_ops(msg.ops)
         self.clock = msg.clock
 
     @property
     def ts(self) -> Optional[float]:
         """The message's ``ts`` (``None`` while pending)."""
-        cold = self.cold
-        return None if cold is None else cold[0]
+        return None if self._ops is None else self._ts
 
     @property
     def frozen_ops(self) -> Any:
         """The message's ops as :func:`~vuer_sync.rtc.wire.freeze_ops` keeps them."""
-        cold = self.cold
-        return None if cold is None else cold[3]
+        return self._ops
 
     @property
     def msg(self) -> Optional[CRDTMessage]:
         """The message (rebuilt: a new object equal to the one integrated), or ``None``
         for a pending record."""
-        cold = self.cold
-        if cold is None:
+        ops = self._ops
+        if ops is None:
             return None
-        ts, uw, desc, ops = cold
         return CRDTMessage(
             id=self.id,
             client=self.client,
             lt=self.lt,
             ops=thaw_ops(ops),
-            ts=ts,
+            ts=self._ts,
             clock=self.clock,
             sid=self.sid,
             seq=self.seq,
-            uw=uw,
-            desc=desc,
+            uw=self._uw,
+            desc=self._desc,
         )
 
     @property
@@ -227,7 +237,8 @@ class Register:
 
     Entry ``i`` is ``keys[i]`` (its ordering key), ``ops[i]`` (the op, or a tuple for the
     tree and for a node's initial properties), ``recs[i]`` (its message's record) and
-    ``invs[i]`` (what rolls its effect back, ``None`` if it had none): four lists per
+    ``invs[i]`` (what rolls its effect back, ``None`` if it had none; a value register
+    keeps an old number, string or bool bare instead of in a tuple): four lists per
     register rather than an object per entry, which the cyclic GC would have to walk."""
 
     __slots__ = ("floor", "graph", "invs", "keys", "ops", "recs")
@@ -382,7 +393,7 @@ class ValueRegister(Register):
         invs = self.invs
         if type(op) is tuple:
             if op[0] != "init":  # a vector op (ops.hot_op)
-                op = {"otype": op[1], "value": op[2]}
+                op = {"otype": op[1], "value": op[2:]}
             else:  # ("init", value): initial property from node.insert
                 invs[i] = None
                 if not excluded and self.value is MISSING:
@@ -403,12 +414,22 @@ class ValueRegister(Register):
             invs[i] = None
         else:
             self.value, inv = res
-            invs[i] = untracked_inv(inv) if inv[0] == "v" and type(inv[1]) is list else inv
+            if inv[0] == "v":
+                old = inv[1]
+                t = type(old)
+                if t is int or t is float or t is str or t is bool:
+                    inv = old  # a bare atom: the old value itself (see _undo)
+                elif t is list:
+                    inv = untracked_inv(inv)
+            invs[i] = inv
 
     def _undo(self, i: int) -> None:
+        # an inverse is a tuple (ops.rollback_value), or for an old value that is a number,
+        # a string or a bool, that value itself: no new tuple per number op, which each
+        # collection of the young generation would walk
         inv = self.invs[i]
         if inv is not None:
-            self.value = rollback_value(self.value, inv)
+            self.value = rollback_value(self.value, inv) if type(inv) is tuple else inv
             self.invs[i] = None
 
     def published(self) -> Any:
