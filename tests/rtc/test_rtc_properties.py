@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rtc_strategies import Net, any_op, assert_converged, canon, fresh_replay, scenario
 
@@ -33,6 +33,22 @@ def _check(net: Net, seed: int) -> None:
     mode=st.sampled_from(["fifo", "any"]),
     steps=scenario(),
     seed=st.integers(0, 2**16),
+)
+# c1 compacted its (final) edit of a key whose remove c0 could still undo; the undo then
+# brought the key back without it on c1 (test_rtc_tombstones.py::test_compaction_keeps_*)
+@example(
+    n=2,
+    mode="fifo",
+    steps=[
+        ("ec", 0, {"otype": "node.remove", "key": "", "path": "children", "value": "c"}),
+        ("undo", 0, None),
+        ("ec", 1, {"otype": "array.set", "key": "c", "path": "array", "value": []}),
+        ("ack", 1, None),
+        ("deliver", 0, 0),
+        ("heartbeat", 1, True),
+        ("compact", 1, None),
+    ],
+    seed=0,
 )
 def test_replicas_converge(n, mode, steps, seed):
     net = Net(n, mode)

@@ -202,6 +202,82 @@ def test_tombstones_survive_compaction_snapshot_and_late_join():
     assert back.nodes["k"].properties == {"v": 1}
 
 
+def _edit_after_a_remove_then_compact(undo_first: bool):
+    """bob inserts ``n``; alice removes it (``lt`` 2, and with ``undo_first`` undoes that at
+    once); bob concurrently edits ``n`` (``lt`` 2: sorts after the remove, so the edit is
+    ignored while the remove counts); bob seals and compacts once he has alice's messages.
+    bob's edit is then final, alice's remove is not (it is in her undo window)."""
+    peers = ["alice", "bob"]
+    a = create_graph("alice", epoch="", peers=peers)
+    b = create_graph("bob", epoch="", peers=peers)
+    mi = ec(b, ins("n", hp=1))
+    b.ack(mi.id)
+    a.receive(mi)
+    from_a = [ec(a, rm("n"))]
+    if undo_first:
+        from_a.append(a.undo())
+    me = ec(b, op("number.add", "n", "hp", 5), op("array.set", "n", "arr", []))
+    assert me.lt == from_a[0].lt
+    b.ack(me.id)
+    for m in from_a:
+        b.receive(m)
+    b.heartbeat(seal=True)
+    b.compact()
+    a.receive(me)
+    return a, b
+
+
+def test_compaction_keeps_an_edit_that_undoing_the_remove_brings_back():
+    """Regression (a Hypothesis example of test_replicas_converge): bob's compaction
+    dropped his final edit of the removed node while it was ignored, so undoing the
+    remove afterwards brought the node back without it on bob only."""
+    a, b = _edit_after_a_remove_then_compact(undo_first=False)
+    for s in (a, b):
+        n = graph(s).nodes["n"]
+        assert n.deleted and n.properties == {"hp": 1}
+    b.receive(a.undo())
+    for s in (a, b):
+        n = graph(s).nodes["n"]
+        assert not n.deleted and n.properties == {"hp": 6, "arr": []}
+    assert graph(b).canonical(True) == graph(a).canonical(True)
+    b.compact()
+    assert graph(b).canonical(True) == graph(a).canonical(True)
+
+
+def test_compaction_keeps_an_edit_that_redoing_the_remove_ignores_again():
+    a, b = _edit_after_a_remove_then_compact(undo_first=True)
+    for s in (a, b):
+        n = graph(s).nodes["n"]
+        assert not n.deleted and n.properties == {"hp": 6, "arr": []}
+    b.receive(a.redo())
+    for s in (a, b):
+        n = graph(s).nodes["n"]
+        assert n.deleted and n.properties == {"hp": 1}
+    assert graph(b).canonical(True) == graph(a).canonical(True)
+
+
+def test_compaction_keeps_an_edit_of_a_never_inserted_key_until_its_remove_is_final():
+    """The minimal example of test_replicas_converge: the removed key was never inserted,
+    so the edit shows only in the property registers (``canonical(True)``)."""
+    net = Net(2, "fifo")
+    for act in MINIMAL_REMOVE_UNDO_COMPACT:
+        net.step(act)
+    assert_converged(net, 0)
+    for s in net.stores:
+        assert graph(s).canonical(True)["registers"] == {"c\x00array": []}
+
+
+MINIMAL_REMOVE_UNDO_COMPACT = [
+    ("ec", 0, rm("c")),
+    ("undo", 0, None),
+    ("ec", 1, op("array.set", "c", "array", [])),
+    ("ack", 1, None),
+    ("deliver", 0, 0),
+    ("heartbeat", 1, True),
+    ("compact", 1, None),
+]
+
+
 # -- property test: concurrent remove with edit, move, insert-under ---------------------------
 NODE = "n"
 tomb_op = st.one_of(

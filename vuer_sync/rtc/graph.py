@@ -365,9 +365,23 @@ class SceneGraph:
     def truncate(self, final: Any) -> int:
         """Compact: drop every register's leading entries whose message is final, then the
         records of final messages that no register needs any more.  Returns the number of
-        records dropped."""
+        records dropped.
+
+        A property entry that sorts after a ``node.remove`` of its node is ignored while
+        that remove counts (the register's cut) and applied again when the remove is
+        undone, ignored again when it is redone: its effect is final only once every
+        remove of its node that sorts before it is final too.  So a property register of
+        node ``k`` keeps its entries from the first non-final remove of ``k`` on."""
+        treg = self.treg
+        holds: Dict[str, Tuple[Any, ...]] = {}  # node key -> first non-final remove's key
+        for op, rec, key in zip(treg.ops, treg.recs, treg.keys):
+            if op[0] == "rm" and op[1] not in holds and not final(rec):
+                holds[op[1]] = key
         for reg in list(self.active):
-            reg.truncate(final)
+            if holds and isinstance(reg, ValueRegister):
+                reg.truncate(final, holds.get(reg.nkey))
+            else:
+                reg.truncate(final)
             if not reg.keys:
                 self.active.discard(reg)
         gone = [r for r in self.msgs.values() if r.live == 0 and final(r)]

@@ -16,7 +16,10 @@ Deleted nodes: a property register of a removed node has a *cut*, the ordering k
 node's effective ``node.remove``.  Entries that sort after the cut are folded as if their
 message were undone (ignored; text inserts stay as hidden characters), so the property
 keeps the value it had at the removal.  The tree register moves the cut (and re-folds the
-entries after it) when the remove is applied, undone, redone or re-keyed.
+entries after it) when the remove is applied, undone, redone or re-keyed.  So an entry's
+effect depends on the removes of its node that sort before it, which live in another
+register: compaction keeps every entry that sorts after a remove of its node that is not
+final yet (see :meth:`~vuer_sync.rtc.graph.SceneGraph.truncate`).
 """
 
 from __future__ import annotations
@@ -339,12 +342,18 @@ class Register:
                 pos -= 1
             keys[pos] = new
 
-    def truncate(self, final: Callable[[MsgRecord], bool]) -> int:
-        """Forget the leading entries whose messages are final; returns how many."""
+    def truncate(self, final: Callable[[MsgRecord], bool], limit: Optional[Key] = None) -> int:
+        """Forget the leading entries whose messages are final and, if ``limit`` is given,
+        whose keys sort before it; returns how many."""
         recs = self.recs
         n = 0
-        while n < len(recs) and final(recs[n]):
-            n += 1
+        if limit is None:
+            while n < len(recs) and final(recs[n]):
+                n += 1
+        else:
+            keys = self.keys
+            while n < len(recs) and keys[n] < limit and final(recs[n]):
+                n += 1
         if n:
             self.floor = self.keys[n - 1]
             for i in range(n):
