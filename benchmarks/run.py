@@ -113,6 +113,13 @@ LIGHT_ROWS = {"1": rows.producer_call.run, "2": rows.small_messages.run,
 MANY_ROWS = rows.many_viewers.RUNS
 
 #: the notes of every run (below the "is not installed" ones)
+#: between two rows on the long-lived servers, a server counts as quiet below this much of a
+#: core over :data:`QUIET_WINDOW_S`, and one still busy after :data:`QUIET_MAX_S` is restarted
+QUIET_PCT = 10.0
+QUIET_WINDOW_S = 0.2
+QUIET_MAX_S = 8.0
+
+
 NOTES = [
     f"Vuer 0.1.6 runs with `queue_len={10_000_000:,}` instead of its default 100: with 100, "
     "its per-session deque silently drops the oldest messages once 100 are queued (both the "
@@ -124,6 +131,11 @@ NOTES = [
     "Vuer 0.1.6's uplink task busy-polls (`await sleep(0)`) whenever a connected session has "
     "nothing to send, so its CPU numbers include that spinning whenever a client is connected "
     "(that is its real cost, and why row 7 is what it is).",
+    f"Rows 1-5 and 7 run on one long-lived server per implementation: each row starts "
+    f"only once every server is quiet (below {QUIET_PCT:g}% of a core over "
+    f"{QUIET_WINDOW_S:g} s; one still busy after {QUIET_MAX_S:g} s is restarted), so that "
+    "what one server still does after its own row cannot slow another's (`settle` in "
+    "results.json).",
     "Servers: vuer_sync `Vuer(port=0)` with defaults; Vuer `Vuer(host=\"127.0.0.1\", "
     "queue_len=...)` in a thread with its own event loop; viser "
     "`ViserServer(host=\"127.0.0.1\", port=0)`. Each in its own process; CPU = "
@@ -257,6 +269,47 @@ def _start_agents(agents: Dict[str, Agent], impls: List[str], log_dir: Path) -> 
             raise failed
 
 
+def busy_pct(pids: Dict[str, int], window: float = QUIET_WINDOW_S) -> Dict[str, float]:
+    """Each process's CPU over ``window`` seconds, in % of a core (gone: 0)."""
+    import psutil
+
+    procs: Dict[str, Any] = {}
+    before: Dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            procs[name] = psutil.Process(pid)
+            before[name] = sum(procs[name].cpu_times()[:2])
+        except psutil.Error:
+            pass
+    time.sleep(window)
+    out = {name: 0.0 for name in pids}
+    for name, proc in procs.items():
+        try:
+            out[name] = (sum(proc.cpu_times()[:2]) - before[name]) / window * 100
+        except psutil.Error:
+            pass
+    return out
+
+
+def settle(agents: Dict[str, Agent], restart: Callable[[str], None],
+           max_s: float = QUIET_MAX_S) -> Dict[str, Any]:
+    """Wait until no server is busy before the next row, so that what one server still does
+    after its own row (Vuer 0.1.6 keeps spinning for a session it has not noticed is gone,
+    and for the 1009 session of row 4, which it never ends) does not run during another
+    server's row. A server still busy after ``max_s`` is restarted (``restart(impl)``).
+    Returns what was waited for (kept in ``results.json``)."""
+    t0 = time.monotonic()
+    while True:
+        busy = busy_pct({impl: ag.proc.pid for impl, ag in agents.items()})
+        loud = {impl: round(v, 1) for impl, v in busy.items() if v >= QUIET_PCT}
+        if not loud:
+            return {"waited_s": round(time.monotonic() - t0, 2)}
+        if time.monotonic() - t0 >= max_s:
+            for impl in loud:
+                restart(impl)
+            return {"waited_s": round(time.monotonic() - t0, 2), "restarted": loud}
+
+
 def run_light(res: Results, impls: List[str], light: List[str], do_browser: bool,
               P: Dict[str, Any], log_dir: Path) -> None:
     """Rows 1-5 and 7 (and the Chromium part of row 4) on one long-lived server per
@@ -269,10 +322,17 @@ def run_light(res: Results, impls: List[str], light: List[str], do_browser: bool
                 "module")
         for rid in light:
             for impl in impls:
+                if agents[impl].proc.poll() is not None:  # a crashed server: a new one
+                    agents[impl].close()
+                    agents[impl] = Agent(impl, log_dir, tag=f"light{rid}")
+
+                def restart(name: str, rid: str = rid) -> None:
+                    agents[name].close()
+                    agents[name] = Agent(name, log_dir, tag=f"light{rid}")
+
+                quiet = settle(agents, restart)
+                res.data.setdefault("settle", []).append({"row": rid, "impl": impl, **quiet})
                 ag = agents[impl]
-                if ag.proc.poll() is not None:  # a crashed server: start a new one
-                    ag.close()
-                    ag = agents[impl] = Agent(impl, log_dir, tag=f"light{rid}")
                 res.record(rid, impl, lambda ag=ag, impl=impl, rid=rid:
                            LIGHT_ROWS[rid](ag, impl, P))
         if do_browser:

@@ -77,6 +77,9 @@ def test_benchmark_suite_smoke(tmp_path):
                     problems.append(f"row {rid} {name}: {impl} = {v!r}")
     assert not problems, "\n".join(problems) + "\n\n" + output
     assert len(data["goals"]) >= 6
+    # every light row of every server started once the servers were quiet
+    assert {(x["row"], x["impl"]) for x in data["settle"]} >= {("1", i) for i in IMPLS}
+    assert all(x["waited_s"] >= 0 for x in data["settle"])
     # row 1: the frames that reached the client beside the call cost; distinct keys cannot
     # coalesce, so every call is a frame there
     r1 = rows["1"]["metrics"]
@@ -114,3 +117,31 @@ def test_benchmark_suite_runs_the_servers_it_is_given(tmp_path):
     bad = subprocess.run([*run, "--impls", "vuer_sync,nope"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode != 0 and "unknown server(s) nope" in bad.stderr
+
+
+def test_rows_wait_for_every_server_to_be_quiet():
+    """``run.settle``: a row starts once no server process is busy; one that keeps spinning
+    (what Vuer 0.1.6 does for a session it never ends) is restarted after ``max_s``, a quiet
+    one is left alone."""
+    require("psutil")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run  # noqa: E402
+
+    class Server:
+        def __init__(self, code):
+            self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+    busy = Server("import time\nt = time.monotonic()\nwhile time.monotonic() - t < 30: pass")
+    idle = Server("import time; time.sleep(30)")
+    restarted = []
+    try:
+        out = run.settle({"busy": busy, "idle": idle}, restarted.append, max_s=0.6)
+        assert restarted == ["busy"] and set(out["restarted"]) == {"busy"}
+        assert 0.6 <= out["waited_s"] < 5
+        restarted.clear()
+        assert run.settle({"idle": idle}, restarted.append, max_s=0.6)["waited_s"] < 0.6
+        assert restarted == []
+    finally:
+        for s in (busy, idle):
+            s.proc.kill()
+            s.proc.wait()
