@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from typing import Any, Callable
 
 import msgpack
@@ -52,3 +53,17 @@ def tracked_after(fn: Callable[[], Any]) -> int:
     gc.collect()
     gc.collect()
     return len(gc.get_objects()) - before
+
+
+def keys_until(ws, want, timeout=20.0):
+    """Node keys of the scene messages ``ws`` receives, in order, until every key of
+    ``want`` has come (bounded in time)."""
+    got = []
+    missing = set(want)
+    deadline = time.monotonic() + timeout
+    while missing and time.monotonic() < deadline:
+        for n in recv_msg(ws).get("data", {}).get("nodes") or []:
+            got.append(n.get("key"))
+            missing.discard(n.get("key"))
+    assert not missing, f"{len(missing)} keys not received, e.g. {sorted(missing)[:5]}"
+    return got

@@ -7,7 +7,6 @@ back by themselves when Redis drops them."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis
@@ -18,21 +17,7 @@ from vuer_sync.fleet.link import OwnConnection, stream_reply
 from vuer_sync.schemas import Box
 
 from conftest import wait_until
-from helpers import raw_client, recv_msg
-
-
-def keys_until(ws, want, timeout=20.0):
-    """Node keys of the scene messages ``ws`` receives, in order, until every key of
-    ``want`` has come (bounded in time)."""
-    got = []
-    missing = set(want)
-    deadline = time.monotonic() + timeout
-    while missing and time.monotonic() < deadline:
-        for n in recv_msg(ws).get("data", {}).get("nodes") or []:
-            got.append(n.get("key"))
-            missing.discard(n.get("key"))
-    assert not missing, f"{len(missing)} keys not received, e.g. {sorted(missing)[:5]}"
-    return got
+from helpers import keys_until, raw_client
 
 
 @pytest.fixture
