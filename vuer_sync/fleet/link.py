@@ -603,9 +603,8 @@ class FleetLink:
             except _redis_error():
                 pass
             self._leader = False
-        self._reader.close()
-        self._writer.close()
-        self._direct_conn.close()
+        for own in (self._reader, self._writer, self._direct_conn):
+            own.close()
         self._redis.close()
         self._direct_redis.close()
 
