@@ -322,19 +322,74 @@ def _compact(s: ClientState) -> int:
 
 
 def _load(s: ClientState, env: Mapping[str, Any]) -> None:
-    snap = env.get("snapshot")
-    g = s.graph
-    if snap:
-        if g.msgs or g.regs or g.tree.info or g.lt:
-            log.warning("state snapshot ignored: the store is not empty (create a new store)")
-        else:
-            s.graph = g = load_graph(snap)
-    for m in env.get("journal", ()):
-        _receive(s, m)
-    s.graph.sessions.retire(x for x in env.get("retired", ()) if type(x) is str)
     stable = env.get("stable")
+    if env.get("snapshot"):
+        _rejoin(s, env)
+    else:
+        for m in env.get("journal", ()):
+            _receive(s, m)
+    s.graph.sessions.retire(x for x in env.get("retired", ()) if type(x) is str)
     if type(stable) is int:
         s.relay_stable = stable
+
+
+def _rejoin(s: ClientState, env: Mapping[str, Any]) -> None:
+    """Load a relay ``state`` (snapshot + journal tail) into ``s``, which may already
+    hold data (a client that reconnects, or edits made before the first ``state``).
+    The relay may have compacted and trimmed messages this replica never
+    received, so the graph is rebuilt from the snapshot and the journal tail; then this
+    session's messages the relay does not have (unacknowledged, not in the state) are
+    integrated again, and the pending edits re-applied, so they still show and
+    :meth:`GraphStore.retry` re-sends them.
+
+    An own message the relay does not have and whose ``lt`` is not above every message
+    of the state may sort below the relay's baked prefix, and the relay refuses it as
+    stale once its ``stable`` passes that ``lt`` if it retired our session (it does when
+    the connection closes). So it and the later ones are re-stamped above everything in
+    the state: same id and ``seq``, a larger ``lt`` (a rebase, as pending edits get at
+    commit).
+    Sequence numbers and the Lamport clock never go back; the undo/redo stacks keep the
+    messages still in the journal."""
+    old = s.graph
+    pending = s.edits.ops
+    unacked = [r.msg for r in s.unacked.values()]
+    g = s.graph = load_graph(env["snapshot"])
+    s.edits = EditBuffer()
+    s.unacked = {}
+    for m in env.get("journal", ()):
+        _receive(s, m)
+    for rec in g.msgs.values():
+        if rec.sid == s.sid:
+            rec.own = True  # ours, delivered by the relay before we left
+    floor = g.lt  # the newest message in the state
+    lt = max(g.lt, old.lt)
+    restamp = False
+    for m in sorted((m for m in unacked if m is not None), key=lambda m: m.seq or 0):
+        if g.is_duplicate(m):
+            continue  # the relay has it (its ack was lost): it is in the state
+        if restamp or m.lt <= floor:
+            restamp = True
+            lt += 1
+            clock = g.sessions.clock()
+            clock[m.sid] = m.seq or 0
+            m = CRDTMessage(id=m.id, client=m.client, lt=lt, ops=m.ops, ts=m.ts,
+                            clock=clock, sid=m.sid, seq=m.seq, uw=m.uw, desc=m.desc)
+        mine = g.integrate(m, acked=False, own=True)
+        if mine is not None:
+            s.unacked[m.id] = mine
+    g.lt = max(g.lt, lt)
+    own = g.sessions.sessions.get(s.sid)
+    if own is not None and own.floor_seq > s.seq:  # see _receive: never reuse its ids
+        s.seq = own.floor_seq
+    for op in pending:  # already normalized and resolved: re-add them as they are
+        if s.edits.rec is None:
+            s.edits.rec = g.new_pending(f"{s.sid}:{s.seq + 1}", s.client, s.sid)
+        s.edits.ops.append(op)
+        g.add_op(s.edits.rec, op, len(s.edits.ops) - 1)
+    live = g.msgs
+    s.undo_stack = [i for i in s.undo_stack if i in live]
+    s.redo_stack = [i for i in s.redo_stack if i in live]
+    g.stats.update(old.stats)
 
 
 # -- pure functions (seed API): each works on a deep copy ------------------------------------
