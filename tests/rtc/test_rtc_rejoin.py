@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtc_strategies import any_op, check_invariants
+from test_rtc_relay import STEP_OWN, check_room_converges, random_step
 from test_rtc_relay import Room as RelayRoom
 
 from vuer_sync.rtc import RelayCore, create_graph, get_unacked_messages, pack, to_wire, unpack
@@ -234,24 +235,8 @@ def test_room_converges_with_clients_that_drop_and_rejoin(seed, ops):
     for _ in range(3):
         room.join()
     for op in ops:
-        i = rnd.choice(list(room.stores))
-        s = room.stores[i]
-        s.edit(op)
-        if rnd.random() < 0.7:
-            s.commit()
-        for _ in range(rnd.randint(0, 3)):
-            j = rnd.choice(list(room.stores))
-            (room.pump_up if rnd.random() < 0.5 else room.pump_down)(j)
-        x = rnd.random()
-        if x < 0.08:
-            s.undo()
-        elif x < 0.12:
-            s.redo()
-        elif x < 0.22:
-            s.compact()
-        elif x < 0.27:
-            s.heartbeat(seal=rnd.random() < 0.5)
-        elif x < 0.37:
+        s, x = random_step(room, rnd, op, compact_below=0.22)
+        if STEP_OWN <= x < 0.37:
             j = rnd.choice(list(room.stores))
             if j in room.offline:
                 room.reconnect(j)
@@ -259,17 +244,7 @@ def test_room_converges_with_clients_that_drop_and_rejoin(seed, ops):
                 room.disconnect(j)
     for j in list(room.offline):
         room.reconnect(j)
-    room.settle()
-    for s in room.stores.values():
-        s.compact()
-    room.join()
-    room.settle()
-    states = [s.get_state().graph.canonical(True) for s in room.stores.values()]
-    assert all(c == states[0] for c in states[1:])
-    for s in room.stores.values():
-        check_invariants(s)
-        assert s.get_state().graph.stats["below_horizon"] == 0
-        assert not s.get_state().unacked
+    check_room_converges(room)
 
 
 def test_rejoin_keeps_lt_when_nothing_newer_happened():

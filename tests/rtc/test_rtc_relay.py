@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -177,6 +177,53 @@ class Room:
         raise AssertionError("room did not settle")
 
 
+#: random_step's draws below this were its own (undo, redo, compact, heartbeat)
+STEP_OWN = 0.27
+
+
+def random_step(room: Any, rnd: random.Random, op: Dict[str, Any],
+                compact_below: float = 0.25) -> Tuple[Any, float]:
+    """One step of the room property tests: a random store edits ``op`` and commits it
+    (7 times in 10), then up to 3 random pumps, up or down; then a draw ``x`` in [0, 1):
+    below 0.08 the store undoes, below 0.12 it redoes, below ``compact_below`` it
+    compacts, below :data:`STEP_OWN` it sends a heartbeat (sealing half the time).
+    Returns the store and ``x`` (the caller picks its own actions from STEP_OWN up)."""
+    s = room.stores[rnd.choice(list(room.stores))]
+    s.edit(op)
+    if rnd.random() < 0.7:
+        s.commit()
+    for _ in range(rnd.randint(0, 3)):
+        j = rnd.choice(list(room.stores))
+        (room.pump_up if rnd.random() < 0.5 else room.pump_down)(j)
+    x = rnd.random()
+    if x < 0.08:
+        s.undo()
+    elif x < 0.12:
+        s.redo()
+    elif x < compact_below:
+        s.compact()
+    elif x < STEP_OWN:
+        s.heartbeat(seal=rnd.random() < 0.5)
+    return s, x
+
+
+def check_room_converges(room: Any) -> None:
+    """The end of the room property tests: settle, compact everywhere, a late joiner
+    (snapshot + tail), settle again; then every replica is equal, consistent, has nothing
+    below its horizon and nothing unacknowledged."""
+    room.settle()
+    for s in room.stores.values():
+        s.compact()
+    room.join()
+    room.settle()
+    states = [s.get_state().graph.canonical(True) for s in room.stores.values()]
+    assert all(c == states[0] for c in states[1:])
+    for s in room.stores.values():
+        check_invariants(s)
+        assert s.get_state().graph.stats["below_horizon"] == 0
+        assert not s.get_state().unacked
+
+
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(seed=st.integers(0, 2**20), ops=st.lists(any_op, min_size=10, max_size=60))
@@ -186,25 +233,8 @@ def test_room_converges_with_joins_leaves_and_compaction(seed, ops):
     for _ in range(rnd.randint(2, 3)):
         room.join()
     for op in ops:
-        i = rnd.choice(list(room.stores))
-        s = room.stores[i]
-        r = rnd.random()
-        s.edit(op)
-        if r < 0.7:
-            s.commit()
-        for _ in range(rnd.randint(0, 3)):
-            j = rnd.choice(list(room.stores))
-            (room.pump_up if rnd.random() < 0.5 else room.pump_down)(j)
-        x = rnd.random()
-        if x < 0.08:
-            s.undo()
-        elif x < 0.12:
-            s.redo()
-        elif x < 0.25:
-            s.compact()
-        elif x < 0.27:
-            s.heartbeat(seal=rnd.random() < 0.5)
-        elif x < 0.30:
+        s, x = random_step(room, rnd, op)
+        if STEP_OWN <= x < 0.30:
             room.join()
         elif x < 0.32 and len(room.stores) > 2:
             victim = rnd.choice(list(room.stores))
@@ -212,14 +242,4 @@ def test_room_converges_with_joins_leaves_and_compaction(seed, ops):
             for _ in range(50):  # drain its uplink before it goes
                 room.pump_up(victim)
             room.leave(victim)
-    room.settle()
-    for s in room.stores.values():
-        s.compact()
-    room.join()  # a late joiner gets snapshot + tail
-    room.settle()
-    states = [s.get_state().graph.canonical(True) for s in room.stores.values()]
-    assert all(c == states[0] for c in states[1:])
-    for s in room.stores.values():
-        check_invariants(s)
-        assert s.get_state().graph.stats["below_horizon"] == 0
-        assert not s.get_state().unacked
+    check_room_converges(room)
