@@ -36,6 +36,19 @@ the generator (2 runs); with the GC on, the difference was within the noise. cac
 both journals either way, so the cost is presumably in what it does not model (the 1 MB
 L2, the TLB).
 
+``--relay`` adds the rows of the durable relay (``app.rtc`` on a Redis journal, a throwaway
+``redis-server``):
+
+* ``relay edits/s``: two clients on each of two nodes (separate processes, one Redis
+  stream) edit one room, against the same four clients on one process (in-memory journal);
+  median of 3 interleaved repetitions, with min-max;
+* ``late join``: a room whose journal had 100k entries (1k-node live graph): a client
+  joining a running node, and a node that starts (snapshot + tail) plus a client joining it.
+
+vuer-rtc's loops are bounded by an iteration cap and a time budget: its 10k/100k cases
+take seconds per op, so they get at least one op and a budget, and its 100k case runs only
+with ``--vuer-rtc-100k``.  Memory per node is measured with tracemalloc.
+
 Usage::
 
     python benchmarks/bench_rtc.py            # full run (~1-2 min)
