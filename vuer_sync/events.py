@@ -16,8 +16,9 @@ server events are ``{"ts", "data", "etype", ...extra top-level keys}``, client e
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid as _uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import codec
@@ -380,6 +381,39 @@ class Frame(ServerEvent):
         self.frame_rate = frame_rate
 
 
+class _RequestIds:
+    """Request ids in the UUID text form: a random prefix per process (drawn again in a
+    forked child) and a counter, so making one costs no system call (``uuid4`` reads 16
+    random bytes from the kernel: about 5 µs of an RPC round trip on a loaded machine)."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        h = os.urandom(10).hex()
+        self.prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        self.counter = itertools.count(int.from_bytes(os.urandom(5), "big"))
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_request_ids = _RequestIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_request_ids.reseed)
+
+
+def request_id() -> str:
+    """A new RPC request id, unique in this process (and, with overwhelming odds, across
+    processes): ``xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx``.
+
+    >>> a, b = request_id(), request_id()
+    >>> a != b and len(a) == 36 and a[14] == "4"
+    True
+    """
+    return _request_ids.next()
+
+
 class ServerRPC(ServerEvent):
     """A request the client answers with an event whose ``etype`` is this request's ``rtype``.
 
@@ -397,7 +431,7 @@ class ServerRPC(ServerEvent):
 
     def __init__(self, data: Any = None, uuid: Optional[str] = None, key: Any = _MISSING,
                  **kwargs: Any):
-        self.uuid = uuid or str(_uuid.uuid4())
+        self.uuid = uuid or request_id()
         super().__init__(data if data is not None else {}, **kwargs)
         if key is not _MISSING:
             self.key = key

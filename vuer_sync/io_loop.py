@@ -1,6 +1,6 @@
 """Shared I/O threads: a few selector loops move the bytes of every connection.
 
-An :class:`IoLoop` is one thread running ``selectors`` (epoll on Linux) over many non-blocking
+An :class:`IoLoop` is one thread running a poller (epoll on Linux) over many non-blocking
 sockets. Each connection is a :class:`LoopChannel`: the same job as a
 :class:`~vuer_sync.channel.Channel` (its outbox to the socket, keepalive pings, the INIT
 deadline, the close handshake; every message read to a callback) without a thread of its own.
@@ -47,7 +47,6 @@ import itertools
 import logging
 import os
 import select
-import selectors
 import socket
 import threading
 import time
@@ -58,13 +57,14 @@ from .outbox import Outbox, OutMessage
 from .transport import ConnectionClosed
 from .transport.frames import OP_BINARY
 from .transport.nonblocking import WRITTEN_NOW, NonBlockingConnection
+from .transport.poller import READ, WRITE, make_poller
 
 logger = logging.getLogger("vuer_sync.io")
 
 __all__ = ["IoLoop", "IoLoops", "LoopChannel"]
 
-_READ = selectors.EVENT_READ
-_WRITE = selectors.EVENT_WRITE
+_READ = READ
+_WRITE = WRITE
 #: Batches a channel writes per turn before the loop serves the others.
 _TURN_BATCHES = 8
 #: Bytes read per ``recv_into``: one read of a connection per round of the loop, so a client
@@ -131,13 +131,13 @@ class IoLoop:
 
     def __init__(self, name: str = "io") -> None:
         self.name = name
-        self._sel = selectors.DefaultSelector()
+        self._sel = make_poller()
         self._sel_lock = threading.Lock()  # (un)registering: the loop, or a reading caller
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_write = wake_writer(self._wake_w)  # keeps the GIL: see wake_writer
-        self._sel.register(self._wake_r, _READ, None)
+        self._sel.register(self._wake_r.fileno(), _READ, None)
         self._ready: Deque[LoopChannel] = collections.deque()
         self._calls: Deque[Callable[[], Any]] = collections.deque()
         self._timers: List[Tuple[float, int, LoopChannel]] = []
@@ -203,9 +203,9 @@ class IoLoop:
     def register(self, ch: LoopChannel, events: int) -> None:
         with self._sel_lock:
             if ch.watched:  # a caller reading its answer registered it first
-                self._sel.modify(ch.conn.sock, events, ch)
-            elif events:  # (none while a caller reads: it gives reading back later)
-                self._sel.register(ch.conn.sock, events, ch)
+                self._sel.modify(ch.fd, events, ch)
+            else:  # (events 0 while a caller reads: it gives reading back later)
+                self._sel.register(ch.fd, events, ch)
                 ch.watched = True
         ch.counted = True
         self.channels += 1
@@ -217,17 +217,12 @@ class IoLoop:
             if ch.ended:
                 return
             sel = self._sel
-            sock = ch.conn.sock
             try:
                 if not ch.watched:
-                    if events:
-                        sel.register(sock, events, ch)
-                        ch.watched = True
-                elif events:
-                    sel.modify(sock, events, ch)
+                    sel.register(ch.fd, events, ch)
+                    ch.watched = True
                 else:
-                    ch.watched = False
-                    sel.unregister(sock)
+                    sel.modify(ch.fd, events, ch)
             except (KeyError, ValueError, OSError):
                 pass
 
@@ -235,10 +230,7 @@ class IoLoop:
         with self._sel_lock:
             if ch.watched:
                 ch.watched = False
-                try:
-                    self._sel.unregister(ch.conn.sock)
-                except (KeyError, ValueError, OSError):
-                    pass
+                self._sel.unregister(ch.fd)
         if ch.counted:
             ch.counted = False
             self.channels -= 1
@@ -286,10 +278,9 @@ class IoLoop:
         finally:
             self._shutdown()
 
-    def _on_events(self, events: List[Tuple[selectors.SelectorKey, int]]) -> None:
+    def _on_events(self, events: List[Tuple[Optional[LoopChannel], int]]) -> None:
         self._sleeping = False
-        for key, mask in events:
-            ch = key.data
+        for ch, mask in events:
             if ch is None:
                 self._drain_wake()
                 continue
@@ -349,8 +340,7 @@ class IoLoop:
                 self.arm(ch, max(nxt, now + 0.001))  # never due again in this pass
 
     def _shutdown(self) -> None:
-        for key in list(self._sel.get_map().values()):
-            ch = key.data
+        for ch in self._sel.values():
             if ch is not None:
                 ch.finish(ConnectionClosed(1001, "server stopping"))
         while self._calls:
@@ -405,6 +395,7 @@ class LoopChannel:
     ) -> None:
         self.loop = loop
         self.conn = conn
+        self.fd = conn.sock.fileno()  # the loop's poller key (still valid once it closes)
         self.outbox = outbox
         self.on_message = on_message
         self.on_end = on_end
