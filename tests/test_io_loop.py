@@ -327,3 +327,43 @@ def test_a_wake_up_keeps_the_gil():
         b.close()
     assert got == b"\0" * wakes
     assert during == 0
+
+
+def test_a_quiet_loop_trims_the_heap_once_after_traffic(monkeypatch):
+    """After traffic, an I/O loop with nothing to do for ``IDLE_TRIM_AFTER`` hands the C
+    heap's free memory back (glibc keeps a burst's buffers otherwise: row 8a's RSS stayed at
+    its peak); once per quiet spell, and never while traffic keeps coming."""
+    from vuer_sync import io_loop
+    from vuer_sync.outbox import Outbox
+    from vuer_sync.transport import WebSocketConnection
+    from vuer_sync.transport.nonblocking import NonBlockingConnection
+
+    monkeypatch.setattr(io_loop, "IDLE_TRIM_AFTER", 0.2)
+    loop = io_loop.IoLoop("trim-test")
+    a, b = socket.socketpair()
+    box = Outbox(encode=bytes, decode=lambda p: {})
+    ch = io_loop.LoopChannel(loop, NonBlockingConnection(a), box, on_message=lambda m: None)
+    peer = WebSocketConnection(b, is_server=False)
+    try:
+        ch.start()
+        assert wait_until(lambda: loop.trims == 1, 5)  # registering was traffic too
+        for _ in range(50):
+            box.push(b"x" * 1000)
+        for _ in range(50):
+            assert peer.receive() == b"x" * 1000
+        assert wait_until(lambda: loop.trims == 2, 5)
+        time.sleep(0.6)
+        assert loop.trims == 2  # quiet since: no trim every 0.2 s
+        for _ in range(10):  # a message every 50 ms for 0.5 s: never quiet for 0.2 s
+            box.push(b"y")
+            assert peer.receive() == b"y"
+            time.sleep(0.05)
+        assert loop.trims == 2
+        assert wait_until(lambda: loop.trims == 3, 5)
+    finally:
+        box.close("test over")
+        peer.close()
+        ch.join(5)
+        loop.stop()
+        a.close()
+        b.close()

@@ -52,7 +52,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, List, Optional, Protocol, Sequence, Tuple
 
-from ._threads import start_thread, wake_writer
+from ._threads import start_thread, trim_heap, wake_writer
 from .outbox import Outbox, OutMessage
 from .transport import ConnectionClosed
 from .transport.frames import OP_BINARY
@@ -77,6 +77,10 @@ CLOSE_TIMEOUT = 1.0
 #: How often a caller reading its own answer (:meth:`LoopChannel.read_until`) looks whether
 #: its wait ended otherwise (answered by the loop, the session closed).
 _POLL_SLICE = 0.02
+#: A loop that moved anything and then has nothing to do for this long hands the C heap's
+#: free memory back to the OS (``_threads.trim_heap``, once per quiet spell): after a burst
+#: (a stalled viewer's backlog, big uploads) RSS comes down instead of staying at its peak.
+IDLE_TRIM_AFTER = 0.5
 
 _callers = threading.local()  # a caller reading its own answer: its buffer and wake pipe
 
@@ -145,6 +149,9 @@ class IoLoop:
         self._sleeping = False
         self._woken = False
         self._stopping = False
+        self._worked = False  # something happened since the loop last went to sleep
+        self._trim_at: Optional[float] = None  # quiet until then: trim the heap
+        self.trims = 0  # heap trims done (a quiet spell after traffic)
         self.channels = 0  # connections registered
         self.scratch = memoryview(bytearray(_SCRATCH))
         self.thread = start_thread(self._run, f"vuer-io:{name}")
@@ -263,10 +270,14 @@ class IoLoop:
                     timeout = max(0.0, timers[0][0] - time.monotonic())
                 else:
                     timeout = None
+                if timeout != 0.0:
+                    timeout = self._before_sleep(timeout)
                 # the events and the channels of this round live in the helpers' frames
                 # only: a local of this loop would keep the last round's channels (and their
                 # sessions) alive while the loop sleeps, e.g. after a thousand clients left
                 self._on_events(sel.select(timeout))
+                if ready or calls:
+                    self._worked = True
                 while calls:
                     self._call(calls.popleft())
                 if ready:
@@ -278,8 +289,27 @@ class IoLoop:
         finally:
             self._shutdown()
 
+    def _before_sleep(self, timeout: Optional[float]) -> Optional[float]:
+        """The loop is about to wait: after traffic, a quiet spell of
+        :data:`IDLE_TRIM_AFTER` seconds trims the heap; returns the wait, shortened to
+        that moment."""
+        now = time.monotonic()
+        if self._worked:
+            self._worked = False
+            self._trim_at = now + IDLE_TRIM_AFTER
+        elif self._trim_at is not None and now >= self._trim_at:
+            self._trim_at = None
+            self.trims += 1
+            trim_heap()
+        if self._trim_at is None:
+            return timeout
+        left = max(0.0, self._trim_at - now)
+        return left if timeout is None else min(timeout, left)
+
     def _on_events(self, events: List[Tuple[Optional[LoopChannel], int]]) -> None:
         self._sleeping = False
+        if events:
+            self._worked = True
         for ch, mask in events:
             if ch is None:
                 self._drain_wake()
