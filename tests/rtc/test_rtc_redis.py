@@ -24,8 +24,17 @@ from fleet.fleet_redis import RedisServer, need_redis
 
 from vuer_sync import Vuer, VuerClient
 from vuer_sync.events import ClientEvent
-from vuer_sync.fleet.rtc_journal import RtcKeys
-from vuer_sync.rtc import RelayCore, apply_record, create_graph, get_unacked_messages, to_wire
+from vuer_sync.fleet.rtc_journal import RedisRelayJournal, RtcKeys
+from vuer_sync.rtc import (
+    RelayCore,
+    apply_record,
+    crdt_envelope,
+    create_graph,
+    get_unacked_messages,
+    pack,
+    to_wire,
+    unpack,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -64,7 +73,8 @@ def add(key: str, path: str, v: float) -> Dict[str, Any]:
 
 def _norm(fx: Any) -> Any:
     """Effects without what may differ between relays that baked at other times (an ack of
-    a duplicate already baked carries no serverSeq); ``state`` envelopes as graphs."""
+    a duplicate already baked may carry no serverSeq and no lt: :func:`_same_lt` checks
+    the lt where both have it); ``state`` envelopes as graphs."""
     out = []
     for env in (fx.reply, fx.broadcast):
         if env is None:
@@ -73,10 +83,19 @@ def _norm(fx: Any) -> Any:
             g = create_graph("probe", epoch="", initial_state=env).get_state().graph
             out.append(("state", env["serverSeq"], env.get("stable"), g.canonical()))
         elif env.get("mtype") == "ack":
-            out.append({k: v for k, v in env.items() if k != "serverSeq"})
+            dup = fx.broadcast is None
+            out.append({k: v for k, v in env.items()
+                        if k != "serverSeq" and not (dup and k == "lt")})
         else:
             out.append(env)
     return out
+
+
+def _same_lt(*effects: Any) -> None:
+    """Acks of one record carry one lt, wherever they carry one."""
+    lts = {fx.reply["lt"] for fx in effects
+           if fx.reply is not None and fx.reply.get("mtype") == "ack" and "lt" in fx.reply}
+    assert len(lts) <= 1, lts
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -90,6 +109,7 @@ def test_relays_fed_one_journal_agree_after_dump_load_and_bake(seed):
         RelayCore(compact_every=7)
     stores: Dict[str, Any] = {}
     records: List[Dict[str, Any]] = []
+    sent: List[Any] = []
 
     def feed(rec: Dict[str, Any]) -> Any:
         nonlocal r2
@@ -102,6 +122,7 @@ def test_relays_fed_one_journal_agree_after_dump_load_and_bake(seed):
         if rec["k"] != "join":  # r2 built no state for the joiner (it is not local there)
             assert _norm(f1) == _norm(f2)
         assert _norm(f1) == _norm(f3)
+        _same_lt(f1, f2, f3)
         if f1.reply is not None and rec["c"] in stores:
             stores[rec["c"]].receive_wire(f1.reply)
         if f1.broadcast is not None:
@@ -150,6 +171,11 @@ def test_relays_fed_one_journal_agree_after_dump_load_and_bake(seed):
             feed({"k": "crdt", "c": c, "m": env})
             if rnd.random() < 0.1:  # a retry: written to the journal twice
                 feed({"k": "crdt", "c": c, "m": env})
+            sent.append((c, env))
+        if sent and rnd.random() < 0.1:  # an old message again: acked with what is known
+            c_old, env_old = rnd.choice(sent)
+            if c_old in stores:
+                feed({"k": "crdt", "c": c_old, "m": env_old})
     graphs = [s.get_state().graph.canonical() for s in stores.values()]
     assert all(g == graphs[0] for g in graphs)
     late = [create_graph("late", epoch="", initial_state=r.join()).get_state().graph.canonical()
@@ -269,6 +295,136 @@ def test_two_nodes_serve_one_room_snapshots_trim_and_late_join(redis_server):
         for app in (a, b, c):
             if app is not None:
                 app.stop()
+
+
+# -- a re-stamped message whose old copy is still on another node ---------------------------
+
+
+class JournalNode:
+    """One node of a room without a server: a RelayCore fed by its own RedisRelayJournal,
+    handing what the relay says to the stores of the connections it serves, as
+    ``RtcRoom.journal_apply`` does (the consumer thread calls it)."""
+
+    def __init__(self, url: str, room: str, node_id: str) -> None:
+        self.relay = RelayCore(compact_every=1)
+        self.local: Dict[str, Any] = {}  # connection id -> store (None: its end is gone)
+        self.members: List[str] = []  # local connections that joined
+        self.acks: List[Dict[str, Any]] = []  # the acks it handed to its clients
+        self.lock = threading.Lock()
+        self.journal = RedisRelayJournal(url, room, node_id=node_id, block_ms=50)
+
+    def journal_apply(self, record: Dict[str, Any]) -> None:
+        conn = record.get("c")
+        with self.lock:
+            here = conn in self.local
+            fx = apply_record(self.relay, record, local=here)
+            if record.get("k") == "join" and here:
+                self.members.append(conn)
+            sends = [(conn, fx.reply)] if here and fx.reply is not None else []
+            if fx.broadcast is not None:
+                sends += [(c, fx.broadcast) for c in self.members if c != fx.exclude]
+            stores = [(self.local.get(c), env) for c, env in sends]
+        for store, env in stores:
+            if store is not None:
+                if env.get("mtype") == "ack":
+                    self.acks.append(env)
+                store.receive_wire(unpack(pack(env)))
+
+    def journal_dump(self) -> bytes:
+        with self.lock:
+            return msgpack.packb(self.relay.dump(), use_bin_type=True)
+
+    def journal_load(self, data: bytes) -> None:
+        with self.lock:
+            self.relay = RelayCore.load(msgpack.unpackb(data, raw=False, strict_map_key=False))
+
+    def send(self, conn: str, msgs: List[Any]) -> None:
+        for m in msgs:
+            self.journal.append({"k": "crdt", "c": conn, "m": crdt_envelope(m)})
+
+
+def test_old_copy_of_a_restamped_message_on_another_node_gets_there_first(redis_server):
+    """Alice's edit is in node 1's handler of her connection when she rejoins through node
+    2 and re-stamps it above Bob's concurrent edit; node 1 then writes the old copy to the
+    stream before node 2 writes the re-stamped one. Every node's relay holds the old copy,
+    at the old lt, and acks the re-stamped one as a duplicate with that lt; alice re-keys
+    her copy and every replica agrees (before: "alice" on hers, "bob" everywhere else)."""
+    url, room = redis_server.url, "race"
+    n1, n2 = JournalNode(url, room, "n1"), JournalNode(url, room, "n2")
+    outbox: Dict[str, List[Any]] = {"alice": [], "bob": [], "carol": []}
+
+    def store(name: str) -> Any:
+        return create_graph(name, on_send=outbox[name].append)
+
+    def take(name: str) -> List[Any]:
+        out, outbox[name][:] = list(outbox[name]), []
+        return out
+
+    def sync() -> None:
+        """Every record appended so far is in the stream, and applied on both nodes."""
+        for node in (n1, n2):
+            deadline = time.monotonic() + 10
+            while node.journal.stats["published"] < node.journal.stats["appended"]:
+                assert time.monotonic() < deadline, node.journal.stats
+                time.sleep(0.005)
+        n2.journal.wait_applied(n1.journal.sync(10), 10)
+        n1.journal.wait_applied(n2.journal.sync(10), 10)
+
+    def join(node: JournalNode, conn: str, s: Any) -> None:
+        node.local[conn] = s
+        node.journal.append({"k": "join", "c": conn})
+        sync()
+
+    def owner(s: Any) -> Any:
+        return s.get_state().graph.nodes["n"].get_property("owner")
+
+    try:
+        for node in (n1, n2):
+            node.journal.start(node)
+        a, b = store("alice"), store("bob")
+        join(n1, "n1|a1", a)
+        join(n2, "n2|b", b)
+        a.edit(ins("n", owner="nobody"))
+        a.commit()
+        a.heartbeat(seal=True)
+        n1.send("n1|a1", take("alice"))
+        b.heartbeat(seal=True)
+        n2.send("n2|b", take("bob"))
+        sync()
+        assert "n" in n1.relay.baked.nodes and "n" in n2.relay.baked.nodes
+
+        a.edit({"otype": "string.set", "key": "n", "path": "owner", "value": "alice"})
+        m_old = a.commit()
+        in_flight = take("alice")  # in node 1's handler of n1|a1
+        n1.local["n1|a1"] = None  # alice's end of it is gone
+        b.edit({"otype": "string.set", "key": "n", "path": "owner", "value": "bob"})
+        assert b.commit().key > m_old.key
+        n2.send("n2|b", take("bob"))
+        sync()
+
+        join(n2, "n2|a2", a)  # alice rejoins through node 2: re-stamped above bob's edit
+        assert a.get_state().graph.msgs[m_old.id].lt > m_old.lt
+        a.retry()
+        restamped = take("alice")
+        assert (owner(a), owner(b)) == ("alice", "bob")
+        n1.send("n1|a1", in_flight)  # node 1 writes the old copy first
+        sync()
+        assert (owner(a), owner(b)) == ("bob", "bob")  # re-keyed by the broadcast
+        n2.send("n2|a2", restamped)
+        n1.journal.append({"k": "leave", "c": "n1|a1"})
+        sync()
+        dup = [e for e in n2.acks if e["msgId"] == m_old.id]
+        assert len(dup) == 1 and dup[0]["lt"] == m_old.lt  # node 2 acked the duplicate
+        assert n1.relay.server_seq == n2.relay.server_seq
+        assert not get_unacked_messages(a.get_state())
+        c = store("carol")
+        join(n1, "n1|c", c)
+        assert a.get_state().graph.canonical(True) == b.get_state().graph.canonical(True) \
+            == c.get_state().graph.canonical(True)
+        assert owner(c) == "bob" and a.get_state().graph.stats["rekeyed"] == 1
+    finally:
+        for node in (n1, n2):
+            node.journal.close()
 
 
 # -- processes: a node killed with SIGKILL, Redis killed and restarted (AOF) -----------------

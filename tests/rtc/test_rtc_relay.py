@@ -34,11 +34,11 @@ def test_sequence_ack_broadcast_and_dedupe():
     m = a.commit()
     r1 = relay.submit({"mtype": "crdt", "msg": m.to_dict()}, conn="A")
     assert r1.reply == {"mtype": "ack", "msgId": m.id, "serverSeq": 1,
-                        "stable": r1.reply["stable"]}
+                        "stable": r1.reply["stable"], "lt": m.lt}
     assert r1.broadcast["mtype"] == "broadcast" and r1.broadcast["serverSeq"] == 1
     assert parse_message(r1.broadcast["msg"]).ops == m.ops
     r2 = relay.submit({"mtype": "crdt", "msg": m.to_dict()}, conn="A")  # retry
-    assert r2.broadcast is None and r2.reply["serverSeq"] == 1
+    assert r2.broadcast is None and r2.reply["serverSeq"] == 1 and r2.reply["lt"] == m.lt
     a.edit({"otype": "number.add", "key": "n", "path": "x", "value": 1})
     r3 = relay.submit(a.commit(), conn="A")
     assert r3.server_seq == 2
@@ -126,7 +126,9 @@ def test_wire_spellings_roundtrip():
 
 
 class Room:
-    """Clients behind one RelayCore with FIFO up/down links of random latency."""
+    """Clients behind one RelayCore with FIFO up/down links of random latency. Client
+    ``i`` talks on the relay connection ``conn[i]`` (``i`` itself, unless a subclass
+    gives a reconnecting client a new one)."""
 
     def __init__(self, rnd: random.Random) -> None:
         self.rnd = rnd
@@ -134,18 +136,20 @@ class Room:
         self.stores: Dict[int, GraphStore] = {}
         self.up: Dict[int, List[Any]] = {}
         self.down: Dict[int, List[Any]] = {}
+        self.conn: Dict[int, Any] = {}
         self.n = 0
 
     def join(self) -> None:
         i, self.n = self.n, self.n + 1
         self.up[i], self.down[i] = [], []
+        self.conn[i] = i
         state = unpack(pack(self.relay.join(conn=i)))
         self.stores[i] = create_graph(f"c{i}", on_send=lambda m, i=i: self.up[i].append(
             {"mtype": "crdt", "msg": to_wire(m)}), undo_window=self.rnd.choice([1, 2, 50]),
             initial_state=state)
 
     def leave(self, i: int) -> None:
-        env = self.relay.leave(i)
+        env = self.relay.leave(self.conn[i])
         del self.stores[i], self.up[i], self.down[i]
         if env:
             for q in self.down.values():
@@ -153,7 +157,7 @@ class Room:
 
     def pump_up(self, i: int) -> None:
         if self.up.get(i):
-            res = self.relay.submit(self.up[i].pop(0), conn=i)
+            res = self.relay.submit(self.up[i].pop(0), conn=self.conn[i])
             self.down[i].append(res.reply)
             if res.broadcast:
                 for j, q in self.down.items():

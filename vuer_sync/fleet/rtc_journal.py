@@ -6,9 +6,19 @@ with ``XADD`` from one publisher thread (pipelined, in the order they were queue
 one consumer thread per node reads the stream with ``XREAD BLOCK`` and hands every record,
 in stream order, to the node's relay. Every node's relay therefore applies the same
 records in the same order: the stream order is the total order (``serverSeq``), and every
-node computes the same acks, broadcasts and ``state`` envelopes. A client's message is
+node computes the same acks, broadcasts and ``state`` envelopes (but for the ack of a
+duplicate that one node already baked: it may lack the ``serverSeq`` and ``lt`` another
+node still has; :meth:`~vuer_sync.rtc.RelayCore.submit`). A client's message is
 acked when its node reads it back from the stream, so only after Redis acknowledged the
 ``XADD`` (with ``appendonly yes`` and ``appendfsync always``: after it is on disk).
+
+A message is de-duplicated by the relay, as in one process: the same id (or session and
+``seq``) written again is acked with the ``lt`` the relay holds it at. That is how the
+re-stamped copy of a message (:func:`vuer_sync.rtc.store._rejoin`) is answered when its
+old copy, written to the stream by the node of the client's previous connection, came
+first: every node holds the old copy at its ``lt`` and broadcast it so, the client's new
+node too, and the client re-keys its own copy there. An entry written twice (a lost
+``XADD`` acknowledgement) is dropped before the relay, by its producer's number (``s``).
 
 Snapshots: the node holding the lease (``SET NX PX``, renewed) writes, every
 ``snapshot_every`` records or ``snapshot_interval`` seconds, the relay's compacted state

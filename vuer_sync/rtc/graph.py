@@ -261,7 +261,8 @@ class SceneGraph:
             reg.drop(key)
 
     def drop_all(self, rec: MsgRecord) -> None:
-        """Remove every entry of a pending record (cancel)."""
+        """Remove every entry of a record from its registers, each of which re-folds what
+        sorts after it (cancelling a pending record; :meth:`rekey`)."""
         while rec.last_entry() is not None:
             reg, key = rec.pop_entry()
             rec.live -= 1
@@ -335,6 +336,56 @@ class SceneGraph:
             self._metas(rec, msg.ops)
         self.stats["messages"] += 1
         return rec
+
+    def rekey(self, rec: MsgRecord, lt: int) -> bool:
+        """Move the committed message of ``rec`` to Lamport time ``lt``: afterwards the
+        graph is what it would be had the message been integrated at ``lt`` in the first
+        place (what a store does when the relay holds its own message at another ``lt``,
+        see :func:`vuer_sync.rtc.store._adopt_lt`).
+
+        Costs O(what sorts after the message in the registers it touches), like a late
+        message: its entries are dropped (each register re-folds after them), the record
+        gets ``lt`` and its ops are added again under the new keys; a meta op of the
+        message (undo/redo) gets its new key in :attr:`metas` and its target's status is
+        decided again. The record object stays (undo/redo stacks and ``unacked`` keep
+        it), and so does :attr:`lt` (the clock never goes back). Returns ``False``, and
+        changes nothing, for a pending record or one compacted already, wholly or in
+        part (it can no longer move)."""
+        msg = rec.msg
+        if (msg is None or rec.pending or self.msgs.get(rec.id) is not rec
+                or rec.live != len(rec.entries)):
+            return False
+        if rec.lt == lt:
+            return True
+        old = rec.key
+        self.drop_all(rec)
+        rec.lt = lt
+        new = rec.key
+        for idx, op in enumerate(msg.ops):
+            self.add_op(rec, op, idx)
+        targets: Set[str] = set()
+        for op in msg.ops:
+            target = op.get("targetMsgId")
+            if op.get("otype") in META_OTYPES and type(target) is str:
+                targets.add(target)
+        for target in targets:
+            metas = self.metas.get(target)
+            if not metas:
+                continue
+            self.metas[target] = [
+                ((*new, *k[3:]), kind, sid) if k[:3] == old else (k, kind, sid)
+                for k, kind, sid in metas
+            ]
+            trec = self.msgs.get(target)
+            if trec is not None and not trec.pending:
+                status = self._status(trec)
+                if status != trec.excluded:
+                    trec.excluded = status
+                    self.refresh(trec)
+        self.sessions.restamp(rec.sid, rec.seq, lt)
+        self.lt = max(self.lt, lt)
+        self.stats["rekeyed"] += 1
+        return True
 
     def new_pending(self, mid: str, client: str, sid: str) -> MsgRecord:
         rec = MsgRecord(mid, client, sid, None, PENDING_LT)

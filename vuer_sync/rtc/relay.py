@@ -17,6 +17,19 @@ still move, and hands both to late joiners (``join() -> state``).
 >>> sorted(b.get_state().graph.nodes)
 ['n']
 
+Acks: ``{"mtype": "ack", "msgId", "serverSeq", "stable", "lt"}``; ``lt`` is the Lamport
+time the relay holds the message at, which is the sender's own ``lt`` except for a
+message its sender re-stamped on a rejoin (:func:`vuer_sync.rtc.store._rejoin`: same id,
+larger ``lt``) after its old copy, still in flight from the previous connection, got
+here first: the relay holds and broadcast the old copy, acks the re-stamped one as a
+duplicate with the old ``lt``, and the sender re-keys its copy to it. A duplicate's ack
+carries ``serverSeq`` and ``lt`` while the relay still knows them (see
+:meth:`RelayCore._duplicate`). vuer-rtc 0.0.2 clients read ``msgId`` only.
+
+>>> dup = relay.submit({"mtype": "crdt", "msg": a.get_state().journal[0].msg}, conn="A")
+>>> dup.reply["serverSeq"], dup.reply["lt"] == res.reply["lt"], dup.broadcast
+(1, True, None)
+
 Stability: ``stable`` (sent in acks, broadcasts and ``state``) is the Lamport time up to
 which no message can still be accepted: the minimum over every session the relay knows
 (and every joined connection that has not sent yet, at its join time) of its newest
@@ -102,8 +115,7 @@ class RelayCore:
                 mid = inner.get("id") if isinstance(inner, Mapping) else None
             return RelayResult(error_envelope(mid, f"bad message: {exc}"), None)
         if msg.id in self.tail or self.sessions.is_dup(msg.sid, msg.seq, msg.id):
-            seq = self.tail[msg.id][0] if msg.id in self.tail else None
-            return RelayResult(ack_envelope(msg.id, seq, self.stable()), None, seq)
+            return self._duplicate(msg)
         s = self.sessions.sessions.get(msg.sid)
         if msg.lt <= self.announced and (s is None or s.retired):
             return RelayResult(error_envelope(msg.id, "stale: rejoin the room"), None)
@@ -128,10 +140,36 @@ class RelayCore:
             self.compact()
         stable = self.stable()
         return RelayResult(
-            ack_envelope(msg.id, self.server_seq, stable),
+            ack_envelope(msg.id, self.server_seq, stable, msg.lt),
             broadcast_envelope(msg, self.server_seq, stable, self.spelling),
             self.server_seq,
         )
+
+    def _duplicate(self, msg: CRDTMessage) -> RelayResult:
+        """The ack of a message the relay has: with its ``serverSeq`` and the ``lt`` it
+        holds it at, from the tail, or once baked the ``lt`` from the session tracker if
+        it still keeps it (the session's newest contiguous message, or one received out
+        of order). A re-stamped copy (same id, larger ``lt``) whose old copy got here
+        first is one: its sender re-keys its copy to that ``lt`` (see the module
+        docstring).
+
+        An older baked message's ``lt`` is gone (the baked replica keeps no records) and
+        the ack carries none. Its sender is not wrong then: it already holds the
+        message at the relay's ``lt``. The relay accepted the old copy after the
+        sender's ``state`` (else the state held it, at the relay's ``lt``, and the
+        sender dropped its own copy), so it sent that ``lt`` to the sender's connection
+        then, ahead of this ack: in the broadcast, or in the ack of the old copy if
+        both copies came with one connection id. So the ``lt`` here is only a second
+        chance, and relays that baked at other times (nodes of one room) may differ in
+        it, as in ``serverSeq``: each ack goes to one client, from its node."""
+        held = self.tail.get(msg.id)
+        seq: Optional[int] = None
+        lt: Optional[int] = None
+        if held is not None:
+            seq, lt = held[0], held[1].lt
+        else:
+            lt = self.sessions.lt_of(msg.sid, msg.seq)
+        return RelayResult(ack_envelope(msg.id, seq, self.stable(), lt), None, seq)
 
     def _undone(self, msg: CRDTMessage) -> bool:
         best = None

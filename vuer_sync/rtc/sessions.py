@@ -118,6 +118,30 @@ class SessionTracker:
         else:
             s.above[seq] = lt
 
+    def lt_of(self, sid: str, seq: Optional[int]) -> Optional[int]:
+        """The Lamport time of the received message ``(sid, seq)`` if this tracker still
+        holds it: the session's newest contiguous message (``floor_seq``) or one received
+        out of order; ``None`` otherwise (an older message, or one without ``seq``)."""
+        s = self.sessions.get(sid)
+        if s is None or seq is None or s.foreign:
+            return None
+        if seq == s.floor_seq:
+            return s.floor_lt
+        return s.above.get(seq)
+
+    def restamp(self, sid: str, seq: Optional[int], lt: int) -> None:
+        """Message ``(sid, seq)``, already noted, is now held at Lamport time ``lt`` (a
+        store re-keys its own message to the relay's ``lt``): where this tracker keeps
+        its ``lt`` (see :meth:`lt_of`), it keeps ``lt``; ``max_lt`` never goes back."""
+        s = self.sessions.get(sid)
+        if s is None or seq is None or s.foreign:
+            return
+        if seq == s.floor_seq:
+            s.floor_lt = lt
+        elif seq in s.above:
+            s.above[seq] = lt
+        s.max_lt = max(s.max_lt, lt)
+
     def seal(self, sid: str, seal_seq: Optional[int], fin: int) -> None:
         """Session ``sid`` promised (in its message ``seal_seq``) never to undo/redo its
         messages with ``seq <= fin``; effective once everything up to ``seal_seq`` arrived

@@ -33,6 +33,13 @@ Mechanics:
 * ``compact`` forgets ops that can no longer move: acknowledged (own messages need the
   relay's ack, R09), no earlier message can still arrive (causal-stability horizon) and
   no undo/redo of them can still arrive (undo window).  See :func:`compact`.
+* A ``state`` loaded by a store that holds data (a rejoin) may *re-stamp* own
+  unacknowledged messages: same id and ``seq``, a larger ``lt`` (see :func:`_rejoin`).
+  If the old copy of such a message was still in flight and reaches the relay first, the
+  relay holds (and broadcast) it at the old ``lt``.  The store learns that ``lt`` from
+  the relay's broadcast of that copy, or from an ack (every ack carries the ``lt`` the
+  relay holds the message at, when it still knows it), and *re-keys* its own copy there
+  (:meth:`SceneGraph.rekey`), so every replica orders the message alike.
 """
 
 from __future__ import annotations
@@ -227,12 +234,40 @@ def _cancel(s: ClientState) -> None:
     s.edits = EditBuffer()
 
 
-def _ack(s: ClientState, msg_id: str, stable: Optional[int] = None) -> None:
+def _ack(
+    s: ClientState, msg_id: str, stable: Optional[int] = None, lt: Any = None
+) -> bool:
+    """The relay has own message ``msg_id``, at Lamport time ``lt`` if it says so (the
+    ack's ``lt``): a local copy at another ``lt`` is re-keyed to it. Returns whether the
+    graph changed."""
+    moved = type(lt) is int and _adopt_lt(s, msg_id, lt)
     rec = s.unacked.pop(msg_id, None)
     if rec is not None:
         rec.acked = True
     if stable is not None:
         s.relay_stable = stable if s.relay_stable is None else max(s.relay_stable, stable)
+    return moved
+
+
+def _adopt_lt(s: ClientState, msg_id: str, lt: int) -> bool:
+    """The relay holds own message ``msg_id`` at Lamport time ``lt``: if this replica
+    holds it at another one, re-key it there (:meth:`SceneGraph.rekey`), so that it
+    sorts as on every other replica. Happens to a message re-stamped by :func:`_rejoin`
+    whose old copy, still in flight from the previous connection, reached the relay
+    after the ``state`` and before the re-stamped copy: the relay broadcast the old copy
+    (and acks the re-stamped one as a duplicate), everyone else integrated it at the old
+    ``lt``. Returns whether the graph changed."""
+    g = s.graph
+    rec = g.msgs.get(msg_id)
+    if rec is None or rec.sid != s.sid or rec.pending or rec.lt == lt:
+        return False
+    old = rec.lt
+    if not g.rekey(rec, lt):
+        log.warning("own message %s is held at lt %s by the relay and at %s here, where it "
+                    "was compacted already: it cannot move", msg_id, lt, old)
+        return False
+    log.info("own message %s re-keyed from lt %s to the relay's lt %s", msg_id, old, lt)
+    return True
 
 
 def _receive(s: ClientState, msg: Any) -> bool:
@@ -242,7 +277,10 @@ def _receive(s: ClientState, msg: Any) -> bool:
         log.warning("received %s from our own session id %s", m.id, s.sid)
         if s.edits.rec is None:
             s.seq = m.seq
-    return s.graph.integrate(m, acked=True) is not None
+    if s.graph.integrate(m, acked=True) is not None:
+        return True
+    # a duplicate; our own message as the relay holds it (see _adopt_lt) moves to its lt
+    return m.sid == s.sid and _adopt_lt(s, m.id, m.lt)
 
 
 def _meta_op(kind: str, target: str) -> Dict[str, Any]:
@@ -349,7 +387,22 @@ def _rejoin(s: ClientState, env: Mapping[str, Any]) -> None:
     the state: same id and ``seq``, a larger ``lt`` (a rebase, as pending edits get at
     commit).
     Sequence numbers and the Lamport clock never go back; the undo/redo stacks keep the
-    messages still in the journal."""
+    messages still in the journal.
+
+    The old copy of a re-stamped message may still be in flight from the previous
+    connection (in the relay's handler of it, or on another node, not yet in the
+    journal) and reach the relay after this ``state`` and before the re-stamped copy:
+    the relay then holds the message at the old ``lt``, broadcasts it so to everybody,
+    this client's new connection included, and acks the re-stamped copy as a duplicate,
+    with that ``lt``. Either one re-keys our copy to the relay's ``lt``
+    (:func:`_adopt_lt`) before this replica can have compacted anything the move crosses:
+    the relay accepts a message only above every ``stable`` it announced before (it
+    refuses a retired session's older ones as stale; a live session holds the horizon
+    below its next message), and the broadcast (or, on a connection id reused for the
+    old copy, its ack) leaves the relay right after, on the connection's ordered channel,
+    ahead of any larger ``stable``. If the connection drops again first, the next
+    ``state`` holds the message at the relay's ``lt`` and the copy here is dropped as a
+    duplicate (above)."""
     old = s.graph
     pending = s.edits.ops
     unacked = [r.msg for r in s.unacked.values()]
@@ -435,15 +488,19 @@ def cancel_edits(state: ClientState) -> ClientState:
     return s
 
 
-def on_server_ack(state: ClientState, msg_id: str, stable: Optional[int] = None) -> ClientState:
-    """Pure: mark an own message as acknowledged by the relay."""
+def on_server_ack(
+    state: ClientState, msg_id: str, stable: Optional[int] = None, lt: Optional[int] = None
+) -> ClientState:
+    """Pure: mark an own message as acknowledged by the relay (and re-key it to ``lt``,
+    the Lamport time the relay holds it at, if given and different)."""
     s = clone_state(state)
-    _ack(s, msg_id, stable)
+    _ack(s, msg_id, stable, lt)
     return s
 
 
 def on_remote_message(state: ClientState, msg: Any) -> ClientState:
-    """Pure: integrate a remote message (duplicates are ignored)."""
+    """Pure: integrate a remote message (duplicates are ignored, except that an own
+    message at another ``lt`` is re-keyed to it)."""
     s = clone_state(state)
     _receive(s, msg)
     return s
@@ -586,7 +643,9 @@ class GraphStore:
 
     def receive(self, msg: Any) -> Any:
         """Integrate a remote message (``CRDTMessage``, dict in any spelling, vuer-rtc
-        message, or a wire envelope).  Returns ``False`` for a duplicate."""
+        message, or a wire envelope).  Returns ``False`` for a duplicate, except for one of
+        our own messages at another Lamport time than ours: the relay holds it there, so
+        our copy is re-keyed to it (``True``)."""
         # (the type test first: isinstance() against typing's Mapping is slow)
         if type(msg) is not CRDTMessage and isinstance(msg, Mapping) and "mtype" in msg:
             return self.receive_wire(msg)
@@ -596,10 +655,13 @@ class GraphStore:
                 self._changed()
             return fresh
 
-    def ack(self, msg_id: str, stable: Optional[int] = None) -> None:
-        """Mark own message ``msg_id`` as acknowledged by the relay."""
+    def ack(self, msg_id: str, stable: Optional[int] = None, lt: Optional[int] = None) -> None:
+        """Mark own message ``msg_id`` as acknowledged by the relay; ``lt`` (the ack's
+        ``lt``): the Lamport time the relay holds it at, where our copy is re-keyed if it
+        is at another one."""
         with self._lock:
-            _ack(self._state, msg_id, stable)
+            if _ack(self._state, msg_id, stable, lt):
+                self._changed()
 
     def undo(self) -> Optional[CRDTMessage]:
         """Undo the newest own message (pending edits are committed and sent first)."""
@@ -658,8 +720,9 @@ class GraphStore:
             return msgs
 
     def receive_wire(self, env: Mapping[str, Any]) -> Any:
-        """Handle a relay envelope: ``crdt``/``broadcast`` (receive), ``ack``, ``state``
-        (load snapshot + journal), ``retire`` and ``error`` (logged, returned)."""
+        """Handle a relay envelope: ``crdt``/``broadcast`` (receive), ``ack`` (with its
+        ``lt``, see :meth:`ack`), ``state`` (load snapshot + journal), ``retire`` and
+        ``error`` (logged, returned)."""
         mtype = env.get("mtype")
         with self._lock:
             stable = env.get("stable")
@@ -671,7 +734,8 @@ class GraphStore:
                     self._changed()
                 return fresh
             if mtype == "ack":
-                _ack(self._state, str(env.get("msgId")))
+                if _ack(self._state, str(env.get("msgId")), lt=env.get("lt")):
+                    self._changed()
                 return True
             if mtype == "state":
                 _load(self._state, env)

@@ -209,14 +209,26 @@ def crdt_envelope(msg: Any, spelling: str = "vuer-sync") -> Dict[str, Any]:
 
 
 def ack_envelope(
-    msg_id: str, server_seq: Optional[int] = None, stable: Optional[int] = None
+    msg_id: str,
+    server_seq: Optional[int] = None,
+    stable: Optional[int] = None,
+    lt: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Relay -> sender: ``{"mtype": "ack", "msgId", "serverSeq", "stable"}``."""
+    """Relay -> sender: ``{"mtype": "ack", "msgId", "serverSeq", "stable", "lt"}``.
+
+    ``lt`` is the Lamport time under which the relay holds the message (the copy it
+    accepted first: a re-stamped copy of a message whose old copy got there before it
+    is a duplicate, acked with the old copy's ``lt``); the sender re-keys its own copy
+    to it. Absent when the relay no longer knows it
+    (see :meth:`~vuer_sync.rtc.relay.RelayCore.submit`).
+    vuer-rtc 0.0.2 reads ``msgId`` only."""
     d: Dict[str, Any] = {"mtype": "ack", "msgId": msg_id}
     if server_seq is not None:
         d["serverSeq"] = server_seq
     if stable is not None:
         d["stable"] = stable
+    if lt is not None:
+        d["lt"] = lt
     return d
 
 
