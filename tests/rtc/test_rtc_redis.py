@@ -11,6 +11,7 @@ import os
 import queue
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,8 @@ from vuer_sync.rtc import (
     to_wire,
     unpack,
 )
+
+from conftest import wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -199,6 +202,46 @@ def test_journal_choice():
         with pytest.raises(ValueError, match=words):
             Vuer(port=0, rtc_journal=bad).rtc  # noqa: B018 - the property builds the room
 
+
+
+def test_a_room_waiting_on_redis_does_not_hold_the_server(no_thread_leak):
+    """Making ``app.rtc`` connects to Redis and loads the room first; a Redis that does not
+    answer (here a listener that never replies) holds that call, not the server: sessions
+    still list and clients still connect meanwhile. When it gives up, the caller gets a
+    clear ``ConnectionError``."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    app = Vuer(port=0, rtc_journal=url)
+    app.start(block=False)
+    outcome: Dict[str, Any] = {}
+
+    def make_room() -> None:
+        try:
+            outcome["room"] = app.rtc
+        except Exception as e:  # the expected end: Redis hung up
+            outcome["error"] = e
+
+    maker = threading.Thread(target=make_room, name="test-make-room")
+    accepted: List[socket.socket] = []
+    try:
+        maker.start()
+        silent.settimeout(10)
+        accepted.append(silent.accept()[0])  # the journal is connecting: it waits for PONG
+        t0 = time.monotonic()
+        assert app.sessions == []
+        with VuerClient(f"ws://127.0.0.1:{app.port}/", connect_timeout=10):
+            assert wait_until(lambda: len(app.sessions) == 1, 10)
+        assert time.monotonic() - t0 < 5 and maker.is_alive()  # still waiting on Redis
+    finally:
+        for c in accepted:
+            c.close()  # Redis hangs up: the room gives up
+        silent.close()
+        maker.join(30)
+        app.stop()
+    assert not maker.is_alive()
+    assert isinstance(outcome.get("error"), ConnectionError), outcome
 
 
 def _node(url: str, room: str, snapshot_every: int = 1000) -> Vuer:

@@ -73,6 +73,7 @@ class Connections:
         self._ended_stats: Dict[str, Any] = {"sessions_ended": 0}
         self.inbound_budget = InboundBudget(app.inbound_bytes)
         self.rtc_room: Optional[RtcRoom] = None
+        self._rtc_lock = threading.Lock()  # making the room (it may load from Redis)
         self.io: Optional[IoLoops] = None  # the shared I/O threads (start_io)
         self.workers: Optional[WorkerPool] = None  # handlers and session ends
         self._ended_since_trim = 0
@@ -103,12 +104,14 @@ class Connections:
         return io.pick() if io is not None else None
 
     def rtc(self) -> RtcRoom:
-        """The collaborative room (``app.rtc``), made on first use."""
+        """The collaborative room (``app.rtc``), made on first use. Made under a lock of
+        its own: with a Redis journal it connects and loads the room's history first, and
+        meanwhile connections come, go and list as usual."""
         room = self.rtc_room
         if room is None:
             from .rtc_room import RtcRoom  # vuer_sync.rtc is loaded when first needed
 
-            with self.lock:
+            with self._rtc_lock:
                 room = self.rtc_room
                 if room is None:
                     room = self.rtc_room = RtcRoom(self.app)
