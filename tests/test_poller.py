@@ -37,6 +37,8 @@ def test_reports_what_was_asked_for(poller, pair):
     assert poller.select(1.0) == [("a", READ)]
     poller.modify(a.fileno(), READ | WRITE, "a2")
     assert poller.select(1.0) == [("a2", READ | WRITE)]
+    poller.modify(a.fileno(), READ | WRITE, "a3")  # the same events, other data
+    assert poller.select(1.0) == [("a3", READ | WRITE)]
 
 
 def test_waiting_for_nothing_keeps_the_fd(poller, pair):

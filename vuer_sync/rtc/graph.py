@@ -294,12 +294,17 @@ class SceneGraph:
             if ot not in META_OTYPES or type(target) is not str:
                 continue
             self.metas.setdefault(target, []).append(((*rec.key, idx), ot, rec.sid))
-            trec = self.msgs.get(target)
-            if trec is not None and not trec.pending:
-                status = self._status(trec)
-                if status != trec.excluded:
-                    trec.excluded = status
-                    self.refresh(trec)
+            self._redecide(target)
+
+    def _redecide(self, target: str) -> None:
+        """The undo/redo ops aimed at message ``target`` changed: decide again whether it
+        is undone, and refresh what it touches if that changed."""
+        trec = self.msgs.get(target)
+        if trec is not None and not trec.pending:
+            status = self._status(trec)
+            if status != trec.excluded:
+                trec.excluded = status
+                self.refresh(trec)
 
     def is_duplicate(self, msg: CRDTMessage) -> bool:
         return msg.id in self.msgs or self.sessions.is_dup(msg.sid, msg.seq, msg.id)
@@ -376,12 +381,7 @@ class SceneGraph:
                 ((*new, *k[3:]), kind, sid) if k[:3] == old else (k, kind, sid)
                 for k, kind, sid in metas
             ]
-            trec = self.msgs.get(target)
-            if trec is not None and not trec.pending:
-                status = self._status(trec)
-                if status != trec.excluded:
-                    trec.excluded = status
-                    self.refresh(trec)
+            self._redecide(target)
         self.sessions.restamp(rec.sid, rec.seq, lt)
         self.lt = max(self.lt, lt)
         self.stats["rekeyed"] += 1

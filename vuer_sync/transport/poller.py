@@ -39,13 +39,24 @@ READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
 
-class SelectorPoller:
-    """The portable poller, on ``selectors.DefaultSelector`` (an fd waiting for nothing is
-    unregistered from the selector; the poller still remembers it)."""
+class _Poller:
+    """What both pollers share: the table ``fd -> (events, data)``; an fd that waits for
+    nothing leaves the backend (an epoll set would still report its hang-up,
+    level-triggered, to a loop that does not read it) and comes back when it waits for
+    something again."""
 
     def __init__(self) -> None:
-        self._sel = selectors.DefaultSelector()
         self._fds: Dict[int, Tuple[int, Any]] = {}  # fd -> (events, data)
+
+    # the backend: watch, change, stop watching (only for events != 0)
+    def _add(self, fd: int, events: int, data: Any) -> None:
+        raise NotImplementedError
+
+    def _change(self, fd: int, events: int, data: Any) -> None:
+        raise NotImplementedError
+
+    def _remove(self, fd: int) -> None:
+        raise NotImplementedError
 
     def register(self, fd: int, events: int, data: Any) -> None:
         """Watch ``fd`` for ``events`` (0: nothing yet); ``data`` is what :meth:`select`
@@ -53,18 +64,19 @@ class SelectorPoller:
         if fd in self._fds:
             raise KeyError(f"fd {fd} is already registered")
         if events:
-            self._sel.register(fd, events, data)
+            self._add(fd, events, data)
         self._fds[fd] = (events, data)
 
     def modify(self, fd: int, events: int, data: Any) -> None:
         """Change what a registered ``fd`` waits for."""
         old = self._fds[fd][0]
         if old and events:
-            self._sel.modify(fd, events, data)
+            if old != events:
+                self._change(fd, events, data)
         elif events:
-            self._sel.register(fd, events, data)
+            self._add(fd, events, data)
         elif old:
-            self._sel.unregister(fd)
+            self._remove(fd)
         self._fds[fd] = (events, data)
 
     def unregister(self, fd: int) -> None:
@@ -72,65 +84,62 @@ class SelectorPoller:
         events, _ = self._fds.pop(fd, (0, None))
         if events:
             try:
-                self._sel.unregister(fd)
+                self._remove(fd)
             except (KeyError, ValueError, OSError):
                 pass
-
-    def select(self, timeout: Optional[float]) -> List[Tuple[Any, int]]:
-        """Wait up to ``timeout`` seconds (``None``: no limit) for readiness."""
-        return [(key.data, mask) for key, mask in self._sel.select(timeout)]
 
     def values(self) -> List[Any]:
         """The ``data`` of every registered fd."""
         return [d for _, d in self._fds.values()]
+
+
+class SelectorPoller(_Poller):
+    """The portable poller, on ``selectors.DefaultSelector``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sel = selectors.DefaultSelector()
+
+    def _add(self, fd: int, events: int, data: Any) -> None:
+        self._sel.register(fd, events, data)
+
+    def _change(self, fd: int, events: int, data: Any) -> None:
+        self._sel.modify(fd, events, data)
+
+    def _remove(self, fd: int) -> None:
+        self._sel.unregister(fd)
+
+    def select(self, timeout: Optional[float]) -> List[Tuple[Any, int]]:
+        """Wait up to ``timeout`` seconds (``None``: no limit) for readiness."""
+        fds = self._fds
+        return [(fds[key.fd][1], mask) for key, mask in self._sel.select(timeout)
+                if key.fd in fds]
 
     def close(self) -> None:
         self._sel.close()
         self._fds.clear()
 
 
-class EpollPoller:
-    """Linux: ``epoll`` without ``selectors`` in between. An fd waiting for nothing leaves
-    the epoll set (``epoll_ctl`` would still report its hang-up, level-triggered, to a loop
-    that does not read it), so taking reading away and back is a delete and an add."""
+class EpollPoller(_Poller):
+    """Linux: ``epoll`` without ``selectors`` in between."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._ep = select.epoll()
-        self._fds: Dict[int, Tuple[int, Any]] = {}  # fd -> (events, data)
 
     @staticmethod
     def _mask(events: int) -> int:
         return (select.EPOLLIN if events & READ else 0) | (
             select.EPOLLOUT if events & WRITE else 0)
 
-    def register(self, fd: int, events: int, data: Any) -> None:
-        """See :meth:`SelectorPoller.register`."""
-        if fd in self._fds:
-            raise KeyError(f"fd {fd} is already registered")
-        if events:
-            self._ep.register(fd, self._mask(events))
-        self._fds[fd] = (events, data)
+    def _add(self, fd: int, events: int, data: Any) -> None:
+        self._ep.register(fd, self._mask(events))
 
-    def modify(self, fd: int, events: int, data: Any) -> None:
-        """See :meth:`SelectorPoller.modify`."""
-        old = self._fds[fd][0]
-        if old and events:
-            if old != events:
-                self._ep.modify(fd, self._mask(events))
-        elif events:
-            self._ep.register(fd, self._mask(events))
-        elif old:
-            self._ep.unregister(fd)
-        self._fds[fd] = (events, data)
+    def _change(self, fd: int, events: int, data: Any) -> None:
+        self._ep.modify(fd, self._mask(events))
 
-    def unregister(self, fd: int) -> None:
-        """See :meth:`SelectorPoller.unregister`."""
-        events, _ = self._fds.pop(fd, (0, None))
-        if events:
-            try:
-                self._ep.unregister(fd)
-            except (ValueError, OSError):
-                pass
+    def _remove(self, fd: int) -> None:
+        self._ep.unregister(fd)
 
     def select(self, timeout: Optional[float]) -> List[Tuple[Any, int]]:
         """See :meth:`SelectorPoller.select`."""
@@ -149,10 +158,6 @@ class EpollPoller:
             if mask:
                 out.append((entry[1], mask))
         return out
-
-    def values(self) -> List[Any]:
-        """See :meth:`SelectorPoller.values`."""
-        return [d for _, d in self._fds.values()]
 
     def close(self) -> None:
         self._ep.close()
