@@ -227,3 +227,37 @@ def test_scripts_demo_on_debians_own_python(tmp_path):
     assert "installing" in third.stderr
     print(f"scripts/demo on {DEBIAN_PYTHON}: first run {took_first:.1f} s, warm run "
           f"{took_second:.1f} s (of which the demo serves 2 s)")
+
+
+#: a process serving with start(block=True) (or the CLI's --seconds wait) whose Ctrl-C
+#: SIGINT is delivered to one of its other threads (the kernel may pick any thread that
+#: does not block the signal); Python runs the handler only when the main thread wakes
+_SIGINT_ELSEWHERE = r"""
+import signal, sys, threading, time
+from vuer_sync import Vuer
+from vuer_sync.cli import main
+
+def interrupt_from_another_thread():
+    time.sleep(1.0)
+    other = threading.Thread(target=time.sleep, args=(5,), name="bystander", daemon=True)
+    other.start()
+    signal.pthread_kill(other.ident, signal.SIGINT)
+
+threading.Thread(target=interrupt_from_another_thread, daemon=True).start()
+t0 = time.monotonic()
+if sys.argv[1] == "start":
+    Vuer(port=0).start(block=True)
+else:
+    main(["demo", "--port", "0", "--seconds", "600"])
+print(f"stopped after {time.monotonic() - t0:.1f} s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["start", "cli_seconds"])
+def test_ctrl_c_delivered_to_another_thread_still_stops_the_server(how):
+    r = subprocess.run([sys.executable, "-c", _SIGINT_ELSEWHERE, how], check=False,
+                       capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    took = float(r.stdout.rsplit("stopped after ", 1)[1].split()[0])
+    assert took < 10, (took, r.stderr[-2000:])  # not the 3600 s (or 600 s) wait

@@ -8,7 +8,7 @@ import errno
 import logging
 import os
 import sys
-import threading
+import time
 from typing import Any, Callable, List, Optional
 
 from ._version import __version__
@@ -52,14 +52,17 @@ def _serve(app: Any, seconds: Optional[float], command: str,
     except OSError as e:
         print(_bind_error(command, app, e), file=sys.stderr)
         return 1
-    stop_event = threading.Event()
+    from .server.app import SIGNAL_CHECK_S
+
     try:
         if on_start is not None:
             on_start()
         if seconds is None:
             app.start(block=True)  # until Ctrl-C (then it stops the server itself)
         else:
-            stop_event.wait(seconds)
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(SIGNAL_CHECK_S, left))  # short: see SIGNAL_CHECK_S
     except KeyboardInterrupt:
         pass
     finally:

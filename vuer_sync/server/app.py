@@ -50,6 +50,8 @@ __all__ = ["Vuer"]
 
 
 DEFAULT_CORS = "https://vuer.ai,https://staging.vuer.ai,https://dash.ml"
+#: How often ``start(block=True)`` wakes to let Python run a pending Ctrl-C handler
+SIGNAL_CHECK_S = 0.25
 
 
 def _size_option(value: Optional[int], env: str) -> int:
@@ -506,7 +508,9 @@ class Vuer:
             self._banner()
         if block:
             try:
-                while not self._stopped.wait(3600):
+                # in short waits: Ctrl-C's SIGINT may land on another thread, and Python
+                # runs signal handlers (KeyboardInterrupt) only when the main thread wakes
+                while not self._stopped.wait(SIGNAL_CHECK_S):
                     pass
             except KeyboardInterrupt:
                 pass
