@@ -201,3 +201,39 @@ def test_events_after_an_rpc_reach_handlers_without_another_rpc(app):
         threaded.start(block=False)
         with answering_client(threaded) as (s2, _):
             assert s2.rpc(Echo({"k": 2}), ttl=5).value == {"k": 2}
+
+
+def test_a_caller_polls_without_sleeping_only_while_answers_come_fast(no_thread_leak):
+    """``RPC_SPIN_S``: a caller whose previous answer came within ``RPC_SPIN_WORTH_S`` polls
+    its socket without sleeping for a moment first (a sleeping thread's wake-up is what a
+    fast round trip mostly costs on a VM); after a slow answer it sleeps in ``poll`` at
+    once, and it spins again once answers are fast again."""
+    from vuer_sync import io_loop
+
+    got = []
+    reply = Reply()
+    loop, ch, peer, _ = _channel(got, reply)
+    try:
+        ch.read_until(reply, 5.0, lambda: peer.send(b"answer"))  # fast: here at once
+        assert (ch.spins, ch.spin_answers) == (1, 1)
+
+        reply = Reply()
+        slow = threading.Timer(0.05, lambda: peer.send(b"answer"))
+        ch.on_message = lambda data: reply.set_result(data)  # noqa: PLW0108 - the current one
+        ch.read_until(reply, 5.0, slow.start)  # spins, in vain, then sleeps until it comes
+        assert reply.result(0) == b"answer"
+        assert (ch.spins, ch.spin_answers) == (2, 1)
+        assert io_loop.RPC_SPIN_S < 0.05 < 1.0
+
+        reply = Reply()
+        ch.read_until(reply, 5.0, lambda: peer.send(b"answer"))  # after a slow one: no spin
+        assert reply.result(0) == b"answer" and (ch.spins, ch.spin_answers) == (2, 1)
+
+        reply = Reply()
+        ch.read_until(reply, 5.0, lambda: peer.send(b"answer"))  # fast again: spins again
+        assert reply.result(0) == b"answer" and (ch.spins, ch.spin_answers) == (3, 2)
+        slow.join(5)
+    finally:
+        peer.close()
+        ch.join(5)
+        loop.stop()
