@@ -372,6 +372,8 @@ class Outbox:
         The caller must write it, then call :meth:`mark_written` (or :meth:`abandon`) with
         ``[message]``; the sender takes nothing until then, so order is kept.
         """
+        if self._queue or self._in_flight or self._direct:
+            return None  # busy; read without the lock: a stale answer only queues the frame
         with self._lock:
             if self._queue or self._in_flight or self._direct or self._closed is not None:
                 return None
