@@ -181,6 +181,22 @@ def _rtc_goals(res: Dict[str, Any], add: Callable[[str, Optional[bool], str], No
     data = rtc_json(res)
     for g in data.get("goals", []):
         add(str(g.get("goal")), g.get("met"), f"{g.get('evidence')} (`bench_rtc.py`)")
+    relay = data.get("relay") or {}
+    edits, late = relay.get("edits") or {}, relay.get("late_join") or {}
+    one, two = edits.get("one_process") or {}, edits.get("two_nodes_redis") or {}
+    if _num(one.get("median_per_s")) and _num(two.get("median_per_s")):
+        add("rtc edits/s through the Redis relay (two nodes, two clients each) and in one "
+            "process: both reported (issue 21)", True,
+            f"{fmt(two['median_per_s'])}/s [{fmt(two['min'])}-{fmt(two['max'])}] vs one "
+            f"process {fmt(one['median_per_s'])}/s [{fmt(one['min'])}-{fmt(one['max'])}], "
+            f"medians of {edits.get('reps')} interleaved (`bench_rtc.py --relay`)")
+    joins = [late.get(k) for k in ("client_join_s", "node_start_and_client_join_s")]
+    if all(_num(j) for j in joins):
+        add(f"rtc late join < 0.5 s (journal of {late.get('journal_entries', 0):,} entries, "
+            f"{late.get('live_nodes')} live nodes; issue 21)", max(joins) < 0.5,
+            f"a client joins a running node {joins[0] * 1000:.0f} ms; a node starts (snapshot "
+            f"+ tail) and a client joins it {joins[1] * 1000:.0f} ms (medians of 3; "
+            f"`bench_rtc.py --relay`)")
     flat = data.get("flatness") or {}
     parts = {k: flat.get(k) or {} for k in ("edit_commit", "receive")}
     walls = {k: p.get("wall_ratio") for k, p in parts.items()}

@@ -68,6 +68,17 @@ def test_report_shows_bench_rtc_goals():
                     "met": True, "evidence": "edit+commit 95% (`bench_rtc.py`)"}]
     del res["external"]["bench_rtc.py"]["json"]["rtc.json"]["goals"]
     assert [g for g in report.goals(res) if "rtc" in g["goal"]] == []
+    # with the --relay rows: both edits/s figures, and late join judged against 0.5 s
+    res["external"]["bench_rtc.py"]["json"]["rtc.json"]["relay"] = {
+        "edits": {"reps": 3, "one_process": {"median_per_s": 837.0, "min": 478.0, "max": 1373.0},
+                  "two_nodes_redis": {"median_per_s": 1396.0, "min": 606.0, "max": 2570.0}},
+        "late_join": {"journal_entries": 100_000, "live_nodes": 1000, "client_join_s": 0.028,
+                      "node_start_and_client_join_s": 0.6}}
+    got = {g["goal"]: g for g in report.goals(res) if "rtc" in g["goal"]}
+    edits = next(g for name, g in got.items() if "edits/s" in name)
+    assert edits["met"] is True and "1396/s" in edits["evidence"] and "837/s" in edits["evidence"]
+    late = next(g for name, g in got.items() if "late join" in name)
+    assert late["met"] is False and "600 ms" in late["evidence"]  # the node's start: > 0.5 s
 
 
 def test_bench_rtc_relay_rows_smoke(tmp_path):
