@@ -64,7 +64,8 @@ def proc_levels(app: Vuer) -> Dict[str, Any]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
     return {"threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd")),
-            "rss_kb": rss, "sessions": len(app.sessions)}
+            "rss_kb": rss, "sessions": len(app.sessions),
+            "thread_names": sorted(t.name for t in threading.enumerate())}
 
 
 def run_node(args: argparse.Namespace) -> int:
