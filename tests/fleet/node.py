@@ -65,7 +65,39 @@ def proc_levels(app: Vuer) -> Dict[str, Any]:
                 rss = int(line.split()[1])
     return {"threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd")),
             "rss_kb": rss, "sessions": len(app.sessions),
-            "thread_names": sorted(t.name for t in threading.enumerate())}
+            "thread_names": sorted(t.name for t in threading.enumerate()),
+            "fd_kinds": fd_kinds()}
+
+
+def fd_kinds() -> Dict[str, int]:
+    """This process's open fds by kind: a TCP socket by its peer's port, else what it is."""
+    import collections
+    import os
+
+    peers = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                for row in list(f)[1:]:
+                    cols = row.split()
+                    local, remote, inode = cols[1], cols[2], cols[9]
+                    lport = int(local.rsplit(":", 1)[1], 16)
+                    rport = int(remote.rsplit(":", 1)[1], 16)
+                    peers[inode] = f"tcp:{lport}->{rport}" if rport else f"listen:{lport}"
+        except OSError:
+            pass
+    kinds: Dict[str, int] = collections.Counter()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            target = peers.get(target[8:-1], "socket")
+        elif not target.startswith("anon_inode:"):
+            target = "file" if target.startswith("/") else target.split(":")[0]
+        kinds[target] += 1
+    return dict(kinds)
 
 
 def run_node(args: argparse.Namespace) -> int:

@@ -465,3 +465,40 @@ def test_a_room_of_publishers_only_keeps_its_stream_bounded(redis_server, no_thr
         assert [late.scene.graph.find(f"b{k}")["position"][0] for k in range(10)] == \
             list(range(290, 300))
     r.close()
+
+
+def test_a_burst_of_pooled_calls_leaves_no_redis_connections_behind(redis_server,
+                                                                     no_thread_leak):
+    """Concurrent listings grow the node's pool of Redis connections to their concurrency;
+    once the pool is quiet for ``pool_idle_s`` the idle ones are closed (counted in
+    ``pool_trims``), so a long-lived node's connections and fds do not keep a burst's peak."""
+    r = redis_server.client()
+    me = r.client_id()
+
+    def connections():
+        return sum(1 for c in r.client_list() if int(c["id"]) != me)
+
+    with node(redis_server.url, lease_ms=600, pool_idle_s=0.5) as a:
+        a.fleet.nodes()
+        time.sleep(0.3)
+        before = connections()
+        gate = threading.Barrier(8)
+
+        def burst():
+            gate.wait(5)
+            for _ in range(30):
+                a.fleet.sessions()
+
+        threads = [threading.Thread(target=burst) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        peak = connections()
+        assert peak >= before + 2, (peak, before)  # the burst did grow the pool
+        assert wait_until(lambda: connections() <= before, 10), (connections(), before)
+        assert a.fleet.stats["pool_trims"] >= 1
+        trims = a.fleet.stats["pool_trims"]
+        time.sleep(1.5)  # quiet: no trim again (the heartbeat's connection stays)
+        assert a.fleet.stats["pool_trims"] == trims
+        assert a.fleet.sessions() == []  # the pool connects again on use

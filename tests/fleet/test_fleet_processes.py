@@ -261,7 +261,12 @@ def test_churn_of_nodes_publishers_and_clients_leaves_levels_flat(fleet, redis_s
     for i in range(1, 5):
         round_(i)
     # handler workers end after 5 s idle (WorkerPool): 20 s leaves room on a loaded machine
-    assert wait_until_true(settled(base), 20), (levels(), base)
+    if not wait_until_true(settled(base), 20):
+        end = levels()
+        raise AssertionError(f"the long-lived node did not settle: threads {end['threads']} "
+                             f"vs {base['threads']}, fds {end['fds']} vs {base['fds']}; "
+                             f"threads now {end['thread_names']}, before {base['thread_names']}; "
+                             f"fds now {end['fd_kinds']}, before {base['fd_kinds']}")
     end = levels()
     print("churn levels of the long-lived node: before", base, "after", end)
     assert end["rss_kb"] <= base["rss_kb"] + 8 * 1024, (end, base)  # flat: no per-round growth

@@ -41,6 +41,9 @@ from .room import SharedToken, reseed
 
 logger = logging.getLogger("vuer_sync.fleet")
 
+#: seconds without a pooled Redis use before a node closes its idle pooled connections
+POOL_IDLE_S = 5.0
+
 __all__ = ["FleetLink", "FleetSink", "FleetUnavailable", "OwnConnection", "connect", "safe_url",
            "stream_id", "stream_reply"]
 
@@ -247,8 +250,14 @@ class FleetLink:
             "applied_ops": 0, "duplicates": 0, "bad_entries": 0, "snapshots_written": 0,
             "snapshots_loaded": 0, "resyncs": 0, "blocked": 0, "lost": 0, "reseeds": 0,
             "backlog_coalesced": 0, "direct": 0, "direct_entries": 0,
-            "direct_writes": 0}
+            "direct_writes": 0, "pool_trims": 0}
         self._epoch: Optional[bytes] = None
+        #: pooled Redis connections (remote calls, session listings, presence writes) are
+        #: closed once the pool has not been used for this many seconds: a burst of calls
+        #: leaves no connections behind (the next use connects again)
+        self.pool_idle_s = POOL_IDLE_S
+        self._pool_uses = 0  # bumped by each pooled use outside the housekeeping
+        self._pool_seen = (0, time.monotonic(), True)  # (uses, since when, trimmed)
         #: a node behind the stream merges the entries it reads at once before applying
         #: them (``False``: entry by entry, every message as published)
         self.merge_backlog = True
@@ -434,6 +443,7 @@ class FleetLink:
         a few heartbeats (about ``3.5 * min(1, lease_ms / 3000)`` s, at least 1 s)."""
         if not self.started:
             raise RuntimeError("the fleet link is not started")
+        self._pool_uses += 1
         return self._presence.nodes(self._redis)
 
     def sessions(self) -> List[Dict[str, Any]]:
@@ -466,6 +476,7 @@ class FleetLink:
         and return its answer; ``wait=False``: queue it and return (``send``)."""
         if not self.started:
             raise RuntimeError("the fleet link is not started")
+        self._pool_uses += 1
         key = self._remote.request(self._redis, node, sid, op, payload, args, timeout,
                                    reply=wait)
         if key is None:
@@ -481,9 +492,10 @@ class FleetLink:
     def _local_sessions(self) -> List[Dict[str, Any]]:
         return self.sink.fleet_sessions() if self.sink is not None else []
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, busy: bool = True) -> None:
         if self.sink is None or not self.presence:
             return
+        self._pool_uses += busy
         try:
             self._presence.write(self._redis)
         except _redis_error() as e:
@@ -514,7 +526,8 @@ class FleetLink:
         ``direct_entries`` (entries read alone and small: delivered by the consumer thread,
         ``direct_delivery``) and ``direct_writes`` (messages it wrote to idle clients
         itself), ``duplicates`` (entries applied once already),
-        ``snapshots_written``/``snapshots_loaded``, ``resyncs``."""
+        ``snapshots_written``/``snapshots_loaded``, ``resyncs``, ``pool_trims`` (quiet
+        spells after which the idle pooled Redis connections were closed)."""
         with self._cv:
             st: Dict[str, Any] = dict(self._counts)
             st["ops"] = self._batcher.stats["ops"]
@@ -725,6 +738,7 @@ class FleetLink:
                     ("HGET", self.keys.snapshot, "trimmed")])
                 for name, entries in stream_reply(resp):
                     if _text(name) == self._remote.inbox:
+                        self._pool_uses += 1
                         self._remote.handle(self._redis, entries, self._execute)
                     elif not self._apply_checked(entries, trimmed):
                         logger.warning("fleet: this node fell behind the trimmed stream; "
@@ -814,7 +828,7 @@ class FleetLink:
     def _housekeeping(self, now: float) -> None:
         """Hold or take the snapshot lease; write a snapshot when one is due."""
         r = self._redis
-        self._heartbeat()
+        self._heartbeat(busy=False)
         self._check_epoch()
         self.room_token.sync(self._redis)
         if self._leader:
@@ -830,6 +844,19 @@ class FleetLink:
                 self._since_snapshot >= self.snapshot_every
                 or now - self._last_snapshot >= self.snapshot_interval):
             self._write_snapshot()
+        self._close_idle_pool(now)
+
+    def _close_idle_pool(self, now: float) -> None:
+        """Once per quiet spell of ``pool_idle_s`` seconds without a pooled use (remote calls,
+        listings, presence writes: bursts that grow the pool to their concurrency), close
+        the pool's idle connections; the housekeeping's next command connects one again."""
+        uses, since, trimmed = self._pool_seen
+        if self._pool_uses != uses:
+            self._pool_seen = (self._pool_uses, now, False)
+        elif not trimmed and now - since >= self.pool_idle_s:
+            self._redis.connection_pool.disconnect(inuse_connections=False)
+            self._pool_seen = (uses, since, True)
+            self._counts["pool_trims"] += 1
 
     def _check_epoch(self) -> None:
         """The room's epoch token is gone: Redis lost the room (restarted empty, flushed).
