@@ -239,6 +239,7 @@ def test_a_reseed_goes_before_what_was_published_since_and_applies_it_once(redis
     and they are applied after it, exactly once (an ADD the seeder had applied already is
     not added twice)."""
     from vuer_sync.fleet.link import FleetLink, connect
+    from vuer_sync.fleet.room import reseed
     from vuer_sync.server.fleet_api import MirrorSink
 
     r = redis_server.client()
@@ -267,8 +268,12 @@ def test_a_reseed_goes_before_what_was_published_since_and_applies_it_once(redis
 
     link = seeder(applied=True)
     try:
-        assert link._reseed(b"token-1")
-        assert not seeder(applied=False)._reseed(b"token-2")  # once: the epoch is back
+        assert reseed(link._redis, keys, b"token-1", link.sink.fleet_snapshot(),
+                      link._seen) is not None
+        other = seeder(applied=False)
+        assert reseed(other._redis, keys, b"token-2", other.sink.fleet_snapshot(),
+                      other._seen) is None  # once: the epoch is back
+        other._redis.close()
     finally:
         link._redis.close()
     assert r.get(keys.epoch) == b"token-1"

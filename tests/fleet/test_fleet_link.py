@@ -470,7 +470,7 @@ def test_a_room_of_publishers_only_keeps_its_stream_bounded(redis_server, no_thr
 def test_a_burst_of_pooled_calls_leaves_no_redis_connections_behind(redis_server,
                                                                      no_thread_leak):
     """Concurrent listings grow the node's pool of Redis connections to their concurrency;
-    once the pool is quiet for ``pool_idle_s`` the idle ones are closed (counted in
+    once the pool is quiet for ``pool.idle_s`` the idle ones are closed (counted in
     ``pool_trims``), so a long-lived node's connections and fds do not keep a burst's peak."""
     r = redis_server.client()
     me = r.client_id()
@@ -478,7 +478,10 @@ def test_a_burst_of_pooled_calls_leaves_no_redis_connections_behind(redis_server
     def connections():
         return sum(1 for c in r.client_list() if int(c["id"]) != me)
 
-    with node(redis_server.url, lease_ms=600, pool_idle_s=0.5) as a:
+    app = Vuer(port=0, fleet=redis_server.url, room="lab")
+    app.fleet.lease_ms = 600
+    app.fleet.pool.idle_s = 0.5
+    with app as a:
         a.fleet.nodes()
         time.sleep(0.3)
         before = connections()

@@ -115,6 +115,39 @@ def _redis_error() -> Any:
     return redis.RedisError
 
 
+class IdlePool:
+    """Closes a redis-py pool's idle connections once per quiet spell: ``idle_s`` seconds in
+    which nobody counted a use (``uses += 1``: remote calls, listings, presence writes,
+    bursts that grow the pool to their concurrency). The next command connects again.
+
+    >>> import redis
+    >>> pool, idle = redis.ConnectionPool(), IdlePool(idle_s=5.0)
+    >>> idle.check(pool, now=0.0), idle.check(pool, now=6.0), idle.check(pool, now=20.0)
+    (False, True, False)
+    >>> idle.uses += 1
+    >>> idle.check(pool, now=21.0), idle.check(pool, now=26.0), idle.trims
+    (False, True, 2)
+    """
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = float(idle_s)
+        self.uses = 0
+        self.trims = 0
+        self._seen = (0, 0.0, False)  # (uses, since when, trimmed)
+
+    def check(self, pool: Any, now: float) -> bool:
+        """Close ``pool``'s idle connections if a quiet spell just reached ``idle_s``."""
+        uses, since, trimmed = self._seen
+        if self.uses != uses:
+            self._seen = (self.uses, now, False)
+        elif not trimmed and now - since >= self.idle_s:
+            pool.disconnect(inuse_connections=False)
+            self._seen = (uses, since, True)
+            self.trims += 1
+            return True
+        return False
+
+
 class OwnConnection:
     """One Redis connection used by one thread at a time, outside redis-py's pool: a command
     is one send and its replies read, nothing else. Through the client, each command also
@@ -250,14 +283,10 @@ class FleetLink:
             "applied_ops": 0, "duplicates": 0, "bad_entries": 0, "snapshots_written": 0,
             "snapshots_loaded": 0, "resyncs": 0, "blocked": 0, "lost": 0, "reseeds": 0,
             "backlog_coalesced": 0, "direct": 0, "direct_entries": 0,
-            "direct_writes": 0, "pool_trims": 0}
+            "direct_writes": 0}
         self._epoch: Optional[bytes] = None
-        #: pooled Redis connections (remote calls, session listings, presence writes) are
-        #: closed once the pool has not been used for this many seconds: a burst of calls
-        #: leaves no connections behind (the next use connects again)
-        self.pool_idle_s = POOL_IDLE_S
-        self._pool_uses = 0  # bumped by each pooled use outside the housekeeping
-        self._pool_seen = (0, time.monotonic(), True)  # (uses, since when, trimmed)
+        #: the pool's idle connections close after ``pool.idle_s`` s unused (:class:`IdlePool`)
+        self.pool = IdlePool(POOL_IDLE_S)
         #: a node behind the stream merges the entries it reads at once before applying
         #: them (``False``: entry by entry, every message as published)
         self.merge_backlog = True
@@ -443,7 +472,7 @@ class FleetLink:
         a few heartbeats (about ``3.5 * min(1, lease_ms / 3000)`` s, at least 1 s)."""
         if not self.started:
             raise RuntimeError("the fleet link is not started")
-        self._pool_uses += 1
+        self.pool.uses += 1
         return self._presence.nodes(self._redis)
 
     def sessions(self) -> List[Dict[str, Any]]:
@@ -476,7 +505,7 @@ class FleetLink:
         and return its answer; ``wait=False``: queue it and return (``send``)."""
         if not self.started:
             raise RuntimeError("the fleet link is not started")
-        self._pool_uses += 1
+        self.pool.uses += 1
         key = self._remote.request(self._redis, node, sid, op, payload, args, timeout,
                                    reply=wait)
         if key is None:
@@ -495,7 +524,7 @@ class FleetLink:
     def _heartbeat(self, busy: bool = True) -> None:
         if self.sink is None or not self.presence:
             return
-        self._pool_uses += busy
+        self.pool.uses += busy
         try:
             self._presence.write(self._redis)
         except _redis_error() as e:
@@ -526,10 +555,9 @@ class FleetLink:
         ``direct_entries`` (entries read alone and small: delivered by the consumer thread,
         ``direct_delivery``) and ``direct_writes`` (messages it wrote to idle clients
         itself), ``duplicates`` (entries applied once already),
-        ``snapshots_written``/``snapshots_loaded``, ``resyncs``, ``pool_trims`` (quiet
-        spells after which the idle pooled Redis connections were closed)."""
+        ``snapshots_written``/``snapshots_loaded``, ``resyncs``, ``pool_trims`` (IdlePool)."""
         with self._cv:
-            st: Dict[str, Any] = dict(self._counts)
+            st: Dict[str, Any] = dict(self._counts, pool_trims=self.pool.trims)
             st["ops"] = self._batcher.stats["ops"]
             st["coalesced"] = self._batcher.stats["coalesced"]
             st["pending"] = self._batcher.accepted - self._acked
@@ -738,7 +766,7 @@ class FleetLink:
                     ("HGET", self.keys.snapshot, "trimmed")])
                 for name, entries in stream_reply(resp):
                     if _text(name) == self._remote.inbox:
-                        self._pool_uses += 1
+                        self.pool.uses += 1
                         self._remote.handle(self._redis, entries, self._execute)
                     elif not self._apply_checked(entries, trimmed):
                         logger.warning("fleet: this node fell behind the trimmed stream; "
@@ -764,7 +792,7 @@ class FleetLink:
         """Apply entries read from the stream, in order. Several new entries at once (this
         node is behind) are merged first (:func:`~vuer_sync.fleet.batcher.merge_backlog`,
         counted in ``backlog_coalesced``) and applied, and sent to the clients, as one. A
-        re-seed entry (:meth:`_reseed`) replaces the scene and the sequence numbers."""
+        re-seed entry (:func:`~.room.reseed`) replaces the scene and the sequence numbers."""
         assert self.sink is not None
         last = None
         fresh: List[List[Item]] = []
@@ -827,41 +855,23 @@ class FleetLink:
 
     def _housekeeping(self, now: float) -> None:
         """Hold or take the snapshot lease; write a snapshot when one is due."""
-        r = self._redis
         self._heartbeat(busy=False)
         self._check_epoch()
         self.room_token.sync(self._redis)
-        if self._leader:
-            self._leader = bool(r.eval(_RENEW, 1, self.keys.leader, self.node_id,
-                                       self.lease_ms))
-        if not self._leader:
-            self._leader = bool(r.set(self.keys.leader, self.node_id, nx=True,
-                                      px=self.lease_ms))
-            if self._leader:
-                logger.info("fleet: node %s writes the snapshots of room %r", self.node_id,
-                            self.room)
+        was, self._leader = self._leader, hold_lease(self._redis, self.keys.leader,
+                                                     self.node_id, self.lease_ms, self._leader)
+        if self._leader and not was:
+            logger.info("fleet: node %s writes the snapshots of room %r", self.node_id, self.room)
         if self._leader and self._since_snapshot and (
                 self._since_snapshot >= self.snapshot_every
                 or now - self._last_snapshot >= self.snapshot_interval):
             self._write_snapshot()
-        self._close_idle_pool(now)
-
-    def _close_idle_pool(self, now: float) -> None:
-        """Once per quiet spell of ``pool_idle_s`` seconds without a pooled use (remote calls,
-        listings, presence writes: bursts that grow the pool to their concurrency), close
-        the pool's idle connections; the housekeeping's next command connects one again."""
-        uses, since, trimmed = self._pool_seen
-        if self._pool_uses != uses:
-            self._pool_seen = (self._pool_uses, now, False)
-        elif not trimmed and now - since >= self.pool_idle_s:
-            self._redis.connection_pool.disconnect(inuse_connections=False)
-            self._pool_seen = (uses, since, True)
-            self._counts["pool_trims"] += 1
+        self.pool.check(self._redis.connection_pool, now)
 
     def _check_epoch(self) -> None:
         """The room's epoch token is gone: Redis lost the room (restarted empty, flushed).
-        The first node to notice re-seeds the room with its scene (:meth:`_reseed`: one
-        ``SET`` put before anything published since, atomically) and takes a new token;
+        The first node to notice re-seeds the room with its scene (:func:`~.room.reseed`:
+        one ``SET`` put before anything published since, atomically) and takes a new token;
         the others adopt the new token."""
         r = self._redis
         cur = r.get(self.keys.epoch)
@@ -873,23 +883,16 @@ class FleetLink:
                 if r.set(self.keys.epoch, token, nx=True):
                     self._epoch = token
                     return
-            elif self._reseed(token):
-                self._epoch = token
-                return
+            else:  # seed the lost room with this node's scene, unless another node did
+                sid = reseed(r, self.keys, token, self.sink.fleet_snapshot(), self._seen)
+                if sid is not None:
+                    logger.warning("fleet: Redis lost room %r (restarted empty?); re-seeded "
+                                   "it from this node's scene (entry %s)", self.room, sid)
+                    self._counts["reseeds"] += 1
+                    self._epoch = token
+                    return
             cur = r.get(self.keys.epoch)
         self._epoch = cur
-
-    def _reseed(self, token: bytes) -> bool:
-        """Seed the lost room with this node's scene (:func:`~.room.reseed`) unless another
-        node did; ``True`` if this node did."""
-        assert self.sink is not None
-        sid = reseed(self._redis, self.keys, token, self.sink.fleet_snapshot(), self._seen)
-        if sid is None:
-            return False
-        logger.warning("fleet: Redis lost room %r (restarted empty?); re-seeded it from this "
-                       "node's scene (entry %s)", self.room, sid)
-        self._counts["reseeds"] += 1
-        return True
 
     def _write_snapshot(self) -> None:
         """The scene at the applied id, then the stream trimmed behind the previous one."""
@@ -902,6 +905,14 @@ class FleetLink:
         self._counts["snapshots_written"] += 1
         self._last_snapshot = time.monotonic()
         logger.debug("fleet: snapshot at %s (%d bytes)", self._applied_id, size)
+
+
+def hold_lease(r: Any, key: str, holder: str, lease_ms: int, held: bool) -> bool:
+    """Renew the lease ``key`` that ``holder`` holds (``held``), or take it when it is free:
+    whether ``holder`` holds it now."""
+    if held and r.eval(_RENEW, 1, key, holder, lease_ms):
+        return True
+    return bool(r.set(key, holder, nx=True, px=lease_ms))
 
 
 def write_snapshot(r: Any, keys: Any, applied: str, dump: Callable[[], bytes],
