@@ -597,6 +597,34 @@ def test_received_events_buffer_popleft_pop_stream_clear(no_thread_leak):
         ws.close()
 
 
+def test_received_events_buffer_holds_at_most_downlink_bytes(no_thread_leak):
+    """Large uploads to a session that never reads its buffer: it keeps the newest ones up
+    to ``downlink_bytes`` (not ``queue_len`` of them), counts the rest, and every upload
+    still reaches the handler."""
+    sizes = []
+    with Vuer(port=0, queue_len=100, downlink_bytes=3 << 20) as app:
+        app.add_handler("UP", lambda ev, s: sizes.append(len(ev.value)))
+        ws = raw_client(app.port)
+        s = app.wait_for_session(5)
+        with s.expect("LAST") as last:
+            for i in range(12):
+                ws.send_binary(codec.encode({"etype": "UP", "value": bytes([i]) * (1 << 20)}))
+            ws.send_binary(codec.encode({"etype": "LAST"}))
+            assert last.wait(timeout=20).etype == "LAST"
+        kept = list(s.stream())
+        assert [e.etype for e in kept] == ["UP", "UP", "LAST"]  # 2 MiB + the newest
+        assert [e.value[0] for e in kept[:2]] == [10, 11]  # the newest uploads, in order
+        assert s.stats["downlink_dropped"] == 11  # INIT + 10 uploads: counted, not silent
+        assert wait_until(lambda: len(sizes) == 12, 10) and set(sizes) == {1 << 20}
+        # a single event larger than the budget is still kept: the newest always is
+        ws.send_binary(codec.encode({"etype": "UP", "value": b"x" * (4 << 20)}))
+        assert wait_until(lambda: len(sizes) == 13, 10)
+        assert len(s.pop().value) == 4 << 20
+        ws.close()
+    with pytest.raises(ValueError, match="downlink_bytes"):
+        Vuer(port=0, downlink_bytes=-1)
+
+
 def test_expect_registers_before_the_action_and_cleans_up(no_thread_leak):
     with Vuer(port=0) as app:
         ws = raw_client(app.port)

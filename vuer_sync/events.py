@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import codec
 from .codec import normalize_ts
@@ -40,6 +42,7 @@ __all__ = [
     "MjStep",
     "Noop",
     "NullEvent",
+    "ReceivedEvents",
     "Remove",
     "ServerEvent",
     "ServerRPC",
@@ -198,6 +201,75 @@ class NullEvent(ClientEvent):
     """Sent into a ``bind`` generator after each ``Frame``'s delay (etype ``NULL``)."""
 
     etype = "NULL"
+
+
+class ReceivedEvents:
+    """The newest events a session received (Vuer's ``downlink_queue``): at most ``maxlen``
+    events of at most ``max_bytes`` together (their sizes on the wire; the newest event is
+    kept whatever its size). Older events make room and are counted in ``dropped``: a client
+    sending large uploads to a session that never reads this buffer holds ``max_bytes`` of
+    them, not ``maxlen``. Safe to append from one thread while others take.
+
+    >>> buf = ReceivedEvents(maxlen=3, max_bytes=100)
+    >>> for i in range(4):
+    ...     buf.append(ClientEvent(etype="E", value=i), size=10)
+    >>> [e.value for e in buf], buf.dropped
+    ([1, 2, 3], 1)
+    >>> buf.append(ClientEvent(etype="BIG", value=b"x"), size=75)
+    >>> [e.etype for e in buf], buf.nbytes, buf.dropped
+    (['E', 'E', 'BIG'], 95, 2)
+    >>> buf.append(ClientEvent(etype="HUGE", value=b"x"), size=200)  # the newest stays
+    >>> [e.etype for e in buf], buf.nbytes, buf.dropped
+    (['HUGE'], 200, 5)
+    """
+
+    def __init__(self, maxlen: int, max_bytes: int) -> None:
+        if maxlen < 1 or max_bytes < 0:
+            raise ValueError("maxlen must be at least 1 and max_bytes not negative")
+        self.maxlen = int(maxlen)
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self.dropped = 0
+        self._items: Deque[Tuple[ClientEvent, int]] = deque()
+        self._lock = threading.Lock()
+
+    def append(self, ev: ClientEvent, size: int = 0) -> None:
+        """Keep ``ev`` (``size``: its bytes on the wire), dropping the oldest to make room."""
+        with self._lock:
+            items = self._items
+            items.append((ev, size))
+            self.nbytes += size
+            while len(items) > self.maxlen or (self.nbytes > self.max_bytes
+                                               and len(items) > 1):
+                self.nbytes -= items.popleft()[1]
+                self.dropped += 1
+
+    def popleft(self) -> ClientEvent:
+        """The oldest event, taken out (``IndexError`` when empty)."""
+        with self._lock:
+            ev, size = self._items.popleft()
+            self.nbytes -= size
+            return ev
+
+    def pop(self) -> ClientEvent:
+        """The newest event, taken out (``IndexError`` when empty)."""
+        with self._lock:
+            ev, size = self._items.pop()
+            self.nbytes -= size
+            return ev
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[ClientEvent]:
+        with self._lock:
+            items = [ev for ev, _ in self._items]
+        return iter(items)
 
 
 class ServerEvent(Event):

@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from ssl import SSLContext
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from flask import Response, request
 
@@ -59,6 +59,13 @@ def _size_option(value: Optional[int], env: str) -> int:
     return int(value if value is not None else env_int(env, 2**28))
 
 
+def _received_limits(queue_len: int, downlink_bytes: int) -> Tuple[int, int]:
+    """The received-events buffer's limits (``queue_len``, ``downlink_bytes``), checked."""
+    if int(queue_len) < 1 or int(downlink_bytes) < 0:
+        raise ValueError("queue_len must be at least 1 and downlink_bytes not negative")
+    return int(queue_len), int(downlink_bytes)
+
+
 class Vuer:
     """The Vuer server as plain blocking Python.
 
@@ -81,9 +88,12 @@ class Vuer:
     (``VUER_PORT``, 8012; 0 picks a free port), ``cert``/``key``/``ca_cert``
     (``VUER_SSL_CERT``/``VUER_SSL_KEY``/``VUER_SSL_CA_CERT``; ``ca_cert`` requires client
     certificates), ``cors`` (``VUER_CORS``), ``workspace`` (``VUER_WORKSPACE``, alias
-    ``static_root``), ``queue_len``, ``WEBSOCKET_MAX_SIZE`` (enforced: larger messages close
-    the connection with 1009), ``REQUEST_MAX_SIZE``, ``domain``/``client_url``,
-    ``verbose``, ``queries``. Our own: ``token`` (``VUER_TOKEN``), ``allowed_origins``,
+    ``static_root``), ``queue_len`` (a session keeps its newest received events for
+    ``session.popleft()``/``stream()``: this many, and at most ``downlink_bytes``, 16 MiB,
+    of them together, the newest one whatever its size), ``WEBSOCKET_MAX_SIZE`` (enforced:
+    larger messages close the connection with 1009), ``REQUEST_MAX_SIZE``,
+    ``domain``/``client_url``, ``verbose``, ``queries``. Our own: ``token``
+    (``VUER_TOKEN``), ``allowed_origins``,
     ``allowed_hosts`` (``VUER_SYNC_ALLOWED_HOSTS``: names this server may be reached by
     besides loopback names and IP addresses, the DNS-rebinding guard), ``ping_interval``,
     ``outbox_bytes``/``outbox_policy``/``outbox_timeout``, ``coalesce_after`` (3: a
@@ -121,6 +131,7 @@ class Vuer:
         workspace: Any = None,
         static_root: Any = None,
         queue_len: int = 100,
+        downlink_bytes: int = 16 << 20,
         WEBSOCKET_MAX_SIZE: Optional[int] = None,
         REQUEST_MAX_SIZE: Optional[int] = None,
         domain: Optional[str] = None,
@@ -158,7 +169,7 @@ class Vuer:
         self.ca_cert = ca_cert if ca_cert is not None else env_str("VUER_SSL_CA_CERT")
         self.cors = cors if cors is not None else env_str("VUER_CORS", DEFAULT_CORS)
         self.workspace = _workspace(workspace, static_root)
-        self.queue_len = int(queue_len)
+        self.queue_len, self.downlink_bytes = _received_limits(queue_len, downlink_bytes)
         self.WEBSOCKET_MAX_SIZE = _size_option(WEBSOCKET_MAX_SIZE, "WEBSOCKET_MAX_SIZE")
         self.REQUEST_MAX_SIZE = _size_option(REQUEST_MAX_SIZE, "REQUEST_MAX_SIZE")
         self.domain = domain if domain is not None else env_str("VUER_DOMAIN", "https://vuer.ai")
@@ -571,7 +582,8 @@ class Vuer:
         lines += ["", "Ctrl-C to stop."]
         if self.verbose:  # as Vuer's verbose: every setting
             for name in ("host", "port", "cert", "key", "ca_cert", "cors", "workspace",
-                         "queue_len", "WEBSOCKET_MAX_SIZE", "REQUEST_MAX_SIZE", "domain",
+                         "queue_len", "downlink_bytes", "WEBSOCKET_MAX_SIZE",
+                         "REQUEST_MAX_SIZE", "domain",
                          "client_url", "ping_interval", "send_timeout", "outbox_bytes",
                          "outbox_policy", "outbox_timeout", "coalesce_after",
                          "allowed_origins"):

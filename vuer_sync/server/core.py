@@ -18,15 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .. import codec
 from .._threads import GroupLocal, SerialQueue, SerialWorker, WorkerPool, start_thread
 from ..channel import Channel
 from ..coalesce import MergeInfo
 from ..errors import ProtocolError, SessionClosed
-from ..events import INIT, ClientEvent, ServerRPC
+from ..events import INIT, ClientEvent, ReceivedEvents, ServerRPC
 from ..io_loop import IoLoop, LoopChannel, reading_here
 from ..outbox import Outbox, OutMessage
 from ..rpc import PendingTable, Reply, wait
@@ -113,10 +112,10 @@ class SessionCore:
         self.handlers: Union[SerialQueue, SerialWorker] = (
             SerialQueue(pool, f"vuer-handlers:{sid[:8]}") if pool is not None
             else SerialWorker(f"vuer-handlers:{sid[:8]}"))
-        self.downlink: Deque[ClientEvent] = deque(maxlen=app.queue_len)
+        self.downlink = ReceivedEvents(app.queue_len, app.downlink_bytes)
         self.closed = threading.Event()
         self.atomic = GroupLocal()
-        self.inbound = {"received": 0, "bad_messages": 0, "downlink_dropped": 0}
+        self.inbound = {"received": 0, "bad_messages": 0}
         self.recorders: List[Any] = []
         self.scene_epoch = 0  # bumped by every SET: responders added earlier are gone
         self.grab_render_epoch = -1
@@ -311,12 +310,12 @@ class SessionCore:
             return
         ev = ClientEvent.from_dict(msg)
         try:
-            self.dispatch(ev)
+            self.dispatch(ev, len(data))
         except Exception:  # a bug of ours must not end the connection
             self.inbound["bad_messages"] += 1
             logger.exception("session %s: failed to dispatch %s", self.session.id, ev.etype)
 
-    def dispatch(self, ev: ClientEvent) -> None:
+    def dispatch(self, ev: ClientEvent, size: int = 0) -> None:
         """An RPC answer wakes its caller and stops there; anything else is buffered, wakes
         ``till``, and goes to the handlers (on the handler thread) and the bind generator."""
         session = self.session
@@ -328,7 +327,7 @@ class SessionCore:
         if et == INIT and session.init is None:
             session.init = ev
             self.server.session_ready(session)
-        self.remember(ev)  # before waking till(): the event is in the buffer by then
+        self.remember(ev, size)  # before waking till(): the event is in the buffer by then
         woke = self.till.resolve(et, ev)
         if et == "CAMERA_MOVE":
             session.camera.on_move(ev)
@@ -349,11 +348,10 @@ class SessionCore:
         if woke:
             hand_over_gil()
 
-    def remember(self, ev: ClientEvent) -> None:
-        """Buffer a received event (the session's ``popleft``/``stream`` read it)."""
-        if len(self.downlink) == self.downlink.maxlen:
-            self.inbound["downlink_dropped"] += 1
-        self.downlink.append(ev)
+    def remember(self, ev: ClientEvent, size: int = 0) -> None:
+        """Buffer a received event of ``size`` bytes on the wire (the session's
+        ``popleft``/``stream`` read it; see :class:`~vuer_sync.events.ReceivedEvents`)."""
+        self.downlink.append(ev, size)
 
     def on_key(self, etype: str, key: str, fn: Callable[[ClientEvent], Any]) -> None:
         """Call ``fn(event)`` on the handler thread for ``etype`` events with this ``key``."""

@@ -335,6 +335,7 @@ class VuerSession(SceneOps):
         takes no more bytes right now (it is behind; ``None`` with ``io_threads=0``)."""
         s = self.core.outbox.snapshot_stats()
         s.update(self.core.inbound)
+        s["downlink_dropped"] = self.core.downlink.dropped
         return s
 
     def close(self, code: int = 1000, reason: str = "") -> None:
