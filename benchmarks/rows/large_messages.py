@@ -19,7 +19,10 @@ ROW = row(
         keys, enqueued back to back); MB/s from the first call to the last byte at the peer.
         Client->server: K pre-framed uploads of `big_size` bytes (and of 3 MiB, which Vuer's 4
         MiB aiohttp limit accepts) until a server handler has them all. CPU per MB = server
-        process CPU / MB moved (MB = 10^6 bytes).
+        process CPU / MB moved (MB = 10^6 bytes). Each server also keeps what a session
+        received for its buffer of received events (`session.popleft()`): vuer_sync the
+        newest events up to 16 MiB together (`downlink_bytes`), Vuer its last `queue_len`,
+        so every upload of the run.
     """,
     table="""
         s2c_MB_per_s          | server->client (big)               | MB/s  | higher
