@@ -483,7 +483,7 @@ def test_a_burst_of_pooled_calls_leaves_no_redis_connections_behind(redis_server
     app.fleet.pool.idle_s = 0.5
     with app as a:
         a.fleet.nodes()
-        time.sleep(0.3)
+        assert wait_until(lambda: connections() >= 2, 5)  # the stream reader and the pool
         before = connections()
         gate = threading.Barrier(8)
 

@@ -133,10 +133,14 @@ class IdlePool:
         self.idle_s = float(idle_s)
         self.uses = 0
         self.trims = 0
-        self._seen = (0, 0.0, False)  # (uses, since when, trimmed)
+        self._seen: Optional[Tuple[int, float, bool]] = None  # (uses, since when, trimmed)
 
     def check(self, pool: Any, now: float) -> bool:
-        """Close ``pool``'s idle connections if a quiet spell just reached ``idle_s``."""
+        """Close ``pool``'s idle connections if a quiet spell just reached ``idle_s`` (the
+        first check starts the first spell)."""
+        if self._seen is None:
+            self._seen = (self.uses, now, False)
+            return False
         uses, since, trimmed = self._seen
         if self.uses != uses:
             self._seen = (self.uses, now, False)
