@@ -170,7 +170,7 @@ def machine_info() -> Dict[str, Any]:
             name: _version(name)
             for name in ("vuer-sync", "vuer", "viser", "flask", "flask-sock", "simple-websocket",
                          "werkzeug", "aiohttp", "websockets", "websocket-client", "msgpack",
-                         "numpy", "psutil", "zstandard", "redis", "python-socketio",
+                         "numpy", "psutil", "zstandard", "redis", "hiredis", "python-socketio",
                          "meshcat", "rerun-sdk", "playwright")
         },
     }
