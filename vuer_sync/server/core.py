@@ -173,21 +173,27 @@ class SessionCore:
                        info: Optional[MergeInfo] = None
                        ) -> Optional[Tuple[LoopChannel, OutMessage]]:
         """:meth:`send_encoded` for a frame many sessions get (``app.scene``). When this
-        connection is on an I/O loop and idle (nothing queued or being written), its outbox
-        reserves the socket for the frame and the channel and message are returned: the
+        connection is on an I/O loop and idle (nothing queued or being written, no
+        recording, no ``atomic()`` block), its outbox reserves the socket for the frame and
+        the channel and message are returned: the
         caller hands them to the loop (``IoLoop.broadcast``: one wake-up for every session,
         and the frame encoded once). Otherwise the frame is queued as usual (it coalesces
         there if this client is behind) and ``None`` is returned."""
         ch = self.channel
-        if type(payload) is bytes and isinstance(ch, LoopChannel) \
-                and self.atomic.group is None and len(payload) <= ch.conn.protocol.fragment_size \
-                and (msg is None or msg.get("etype") != "SET"):
+        if not isinstance(ch, LoopChannel) or self.recorders or self.atomic.group is not None \
+                or (msg is not None and msg.get("etype") == "SET"):
+            self.send_encoded(payload, msg, redundancy_key, info)  # the general path
+            return None
+        # the hot path (a 1 kHz producer, many clients): one outbox call when it is busy
+        if type(payload) is bytes and len(payload) <= ch.conn.protocol.fragment_size:
             m = self.outbox.take_direct(payload)
             if m is not None:
-                for rec in self.recorders:
-                    rec.on_outbound(payload, msg)
                 return ch, m
-        self.send_encoded(payload, msg, redundancy_key, info)
+        try:
+            self.outbox.push(payload, msg, redundancy_key, info)
+        except SessionClosed:
+            self._drop_if_over_budget()
+            raise
         return None
 
     def push_group(self, group: List[Any]) -> None:

@@ -148,7 +148,7 @@ class SharedScene(SceneOps):
         thread; the others queue it (and coalesce when behind). Returns how many were
         written from this thread."""
         written = 0
-        loops: Dict[IoLoop, List[Tuple[LoopChannel, OutMessage]]] = {}
+        loops: Optional[Dict[IoLoop, List[Tuple[LoopChannel, OutMessage]]]] = None
         for s in self._subscribers:
             if s is exclude or (exclude_id is not None and s.id == exclude_id):
                 continue
@@ -162,10 +162,13 @@ class SharedScene(SceneOps):
             if written < here:  # idle: written from this thread, the loop stays asleep
                 written += 1
                 ch.write_taken_here(ch.conn.protocol.encode_many([payload])[0], m)
+            elif loops is None:
+                loops = {ch.loop: [taken]}
             else:
                 loops.setdefault(ch.loop, []).append(taken)
-        for loop, items in loops.items():
-            loop.broadcast(payload, items)
+        if loops is not None:
+            for loop, items in loops.items():
+                loop.broadcast(payload, items)
         return written
 
     def atomic(self) -> ContextManager[None]:
