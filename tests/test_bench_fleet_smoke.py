@@ -86,3 +86,22 @@ def test_bench_fleet_without_redis_server(tmp_path, ci):
     assert "redis-server" in proc.stdout
     data = json.loads((tmp_path / "fleet-smoke.json").read_text())
     assert data["status"] == "skipped" and "redis-server" in data["reason"]
+
+
+def test_an_update_merged_away_counts_until_the_newer_one_arrives():
+    """The fleet's latency: an update that latest-wins coalescing merged into a newer one is
+    timed to that newer one's receipt, not left out (leaving it out hid the slowest ones)."""
+    saved = list(sys.path)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_fleet  # it puts benchmarks/ on sys.path itself: restored below
+    finally:
+        sys.path[:] = saved
+    sent = [0, 10, 20, 30, 40]
+    # 1 and 2 were merged into 3; 4 never arrived (nothing newer carries it: lost)
+    lat, merged = bench_fleet.update_latencies(sent, {0: 5, 3: 100})
+    assert merged == 2
+    assert lat == [5, 90, 80, 70]
+    assert bench_fleet.update_latencies(sent, {i: t + 1 for i, t in enumerate(sent)}) == (
+        [1] * 5, 0)
+    assert bench_fleet.update_latencies(sent, {}) == ([], 0)
