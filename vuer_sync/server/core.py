@@ -175,10 +175,10 @@ class SessionCore:
         """:meth:`send_encoded` for a frame many sessions get (``app.scene``). When this
         connection is on an I/O loop and idle (nothing queued or being written, no
         recording, no ``atomic()`` block), its outbox reserves the socket for the frame and
-        the channel and message are returned: the
-        caller hands them to the loop (``IoLoop.broadcast``: one wake-up for every session,
-        and the frame encoded once). Otherwise the frame is queued as usual (it coalesces
-        there if this client is behind) and ``None`` is returned."""
+        the channel and message are returned: the caller hands them to the loop
+        (``IoLoop.broadcast``: one wake-up for every session, and the frame encoded once).
+        Otherwise the frame is queued as usual (it coalesces there if this client is behind)
+        and ``None`` is returned."""
         ch = self.channel
         if not isinstance(ch, LoopChannel) or self.recorders or self.atomic.group is not None \
                 or (msg is not None and msg.get("etype") == "SET"):
